@@ -1,0 +1,242 @@
+"""The backward pass: walk the tape from the outputs to the leaves, one Node at a time.
+
+The order is a topological sort computed with an explicit stack (a 100,000-op chain
+needs no recursion). Each Node's grad is the sum of what its consumers sent it; when it
+is complete the Node's backward runs, its saved tensors are freed at once (unless
+`retain_graph`), and the grads it returns are summed back to each input's shape and
+dtype (broadcasting is undone here, once, not in every op) and passed on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from . import grad_mode
+from .function import Node
+from .tensor import Tensor
+
+
+def backward(
+    tensors: Tensor | Sequence[Tensor],
+    grad_tensors: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+) -> None:
+    """Accumulate d(tensors)/d(leaf) into every leaf's `.grad`, like torch.autograd.backward."""
+    roots, grads = _roots_and_grads(tensors, grad_tensors, create_graph)
+    _run(roots, grads, create_graph if retain_graph is None else retain_graph, create_graph)
+
+
+def grad(
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Tensor | Sequence[Tensor],
+    grad_outputs: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    allow_unused: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """Return d(outputs)/d(inputs) without touching any `.grad`, like torch.autograd.grad."""
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    for i, x in enumerate(inputs):
+        if not isinstance(x, Tensor) or not x.requires_grad:
+            raise RuntimeError(f"grad(): inputs[{i}] does not require grad; call requires_grad_() on it first.")
+    roots, grads = _roots_and_grads(outputs, grad_outputs, create_graph)
+    retain = create_graph if retain_graph is None else retain_graph
+    found = _run(roots, grads, retain, create_graph, targets=inputs)
+    if not allow_unused and any(g is None for g in found):
+        raise RuntimeError(
+            "One of the inputs was not used to compute the outputs; pass allow_unused=True to get None for it."
+        )
+    return tuple(found)
+
+
+def _roots_and_grads(tensors: Any, grad_tensors: Any, create_graph: bool) -> tuple[list, list]:
+    roots = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    if grad_tensors is None or isinstance(grad_tensors, (Tensor, torch.Tensor)):
+        grad_tensors = [grad_tensors] * len(roots) if len(roots) == 1 or grad_tensors is None else None
+    if grad_tensors is None or len(grad_tensors) != len(roots):
+        raise RuntimeError("Pass one gradient per output tensor (a list as long as the outputs).")
+    grads = []
+    for i, (root, g) in enumerate(zip(roots, grad_tensors)):
+        if not root.requires_grad:
+            raise RuntimeError(
+                f"Output {i} does not require grad: none of its inputs had requires_grad=True, "
+                "or it was computed under no_grad()."
+            )
+        if g is None:
+            if root.numel() != 1:
+                raise RuntimeError(
+                    f"backward() on a tensor of shape {tuple(root.shape)} needs a gradient of the "
+                    "same shape: pass gradient=..., or reduce the output to a scalar first."
+                )
+            g = torch.ones_like(root.data)
+        elif tuple(g.shape) != tuple(root.shape):
+            raise RuntimeError(
+                f"The gradient has shape {tuple(g.shape)} but the output has shape "
+                f"{tuple(root.shape)}; pass a gradient of the output's shape."
+            )
+        if create_graph:
+            g = g if isinstance(g, Tensor) else Tensor(g)
+        else:
+            g = g.data if isinstance(g, Tensor) else g
+        grads.append(g)
+    return roots, grads
+
+
+def _topological_order(roots: list[Node], stop: set) -> list[Node]:
+    """Nodes reachable from `roots`, every consumer before what it consumes (iterative DFS)."""
+    order: list[Node] = []
+    seen = set(roots)
+    for root in roots:
+        stack = [(root, iter(root.edges))]
+        while stack:
+            node, edges = stack[-1]
+            for edge in edges:
+                if edge is not None:
+                    child = edge[0]
+                    if type(child) is Node and child not in seen:
+                        seen.add(child)
+                        if child not in stop:
+                            stack.append((child, iter(child.edges)))
+                            break
+                        order.append(child)
+            else:
+                stack.pop()
+                order.append(node)
+    order.reverse()
+    return order
+
+
+def _run(
+    roots: list[Tensor],
+    root_grads: list,
+    retain_graph: bool,
+    create_graph: bool,
+    targets: list[Tensor] | None = None,
+    stop_at_targets: bool = False,
+) -> list:
+    """The engine. Without `targets` grads go into leaves; with them they are returned."""
+    found: list = [None] * len(targets) if targets is not None else []
+    target_of: dict[Any, int] = {}
+    for i, t in enumerate(targets or ()):
+        target_of[t.grad_fn if t.grad_fn is not None else t] = i
+
+    def arrive(dest: Any, g: Any, shared: bool) -> None:
+        # A grad for a leaf (or a grad() target): store it; otherwise sum it into `pending`.
+        if targets is not None:
+            i = target_of.get(dest)
+            if i is not None:
+                found[i] = g if found[i] is None else found[i] + g
+            if type(dest) is Node and dest in needed:
+                pending[dest] = g if dest not in pending else pending[dest] + g
+        elif type(dest) is Node:
+            pending[dest] = g if dest not in pending else pending[dest] + g
+        else:
+            _accumulate(dest, g, shared)
+
+    pending: dict[Node, Any] = {}
+    root_nodes = [r.grad_fn for r in roots if r.grad_fn is not None]
+    stop = set(target_of) if stop_at_targets else set()
+    order = _topological_order(root_nodes, stop)
+    needed = _nodes_leading_to(order, target_of) if targets is not None else set()
+    user_given = {id(g) for g in root_grads}
+    for r, g in zip(roots, root_grads):
+        arrive(r.grad_fn if r.grad_fn is not None else r, g, True)
+
+    with grad_mode.set_grad_enabled(create_graph):
+        for node in order:
+            g = pending.pop(node, None)
+            if g is None:
+                continue
+            if node._retained is not None and node._retained() is not None:
+                _accumulate(node._retained(), g, True)
+            if targets is not None and (node in stop or node not in needed):
+                continue
+            grads = _call_backward(node, g, create_graph)
+            if not retain_graph:
+                node.release()
+            if type(grads) is not tuple and type(grads) is not list:
+                grads = (grads,)
+            if len(grads) > len(node.edges) or any(node.edges[len(grads) :]):
+                raise RuntimeError(
+                    f"{node.name}.backward returned {len(grads)} grads for {len(node.edges)} inputs; "
+                    "return one per positional input that needs a grad (None where there is none)."
+                )
+            for i, (edge, g_in) in enumerate(zip(node.edges, grads)):
+                if edge is None or g_in is None:
+                    continue
+                dest, shape, dtype = edge
+                if g_in.shape != shape:
+                    g_in = g_in.sum_to_size(shape)
+                if g_in.dtype != dtype:
+                    g_in = g_in.to(dtype)
+                if node.stack is not None:
+                    _check_finite(node, i, g_in)
+                # The same grad object handed to two inputs (as `a + b` does) or given by
+                # the user must be copied before a leaf keeps it and later adds in place.
+                shared = id(g_in) in user_given or sum(x is g_in for x in grads) > 1
+                arrive(dest, g_in, shared)
+    return found
+
+
+def _nodes_leading_to(order: list[Node], target_of: dict) -> set[Node]:
+    """For grad(): the nodes whose backward can reach a target; the rest are skipped."""
+    needed: set[Node] = set()
+    for node in reversed(order):  # producers before consumers
+        for edge in node.edges:
+            if edge is not None and (edge[0] in target_of or edge[0] in needed):
+                needed.add(node)
+                break
+        if node in target_of:
+            needed.add(node)
+    return needed
+
+
+def _call_backward(node: Node, g: Any, create_graph: bool) -> Any:
+    if create_graph and node.fn.composite is not None:
+        return _composite_backward(node, g)
+    node.build_graph = create_graph
+    return node.fn.backward(node, g)
+
+
+def _composite_backward(node: Node, g: Tensor) -> list:
+    """A fused op under create_graph: differentiate its composite of primitive ops instead,
+    so the recorded backward is itself differentiable to any order."""
+    node.build_graph = True
+    _ = node.saved_tensors  # raises the retain_graph error if the graph was freed
+    args = node.args
+    wanted = [i for i, e in enumerate(node.edges) if e is not None]
+    with grad_mode.enable_grad():
+        out = node.fn.composite(*args, **node.kwargs)
+    local = _run([out], [g], True, True, targets=[args[i] for i in wanted], stop_at_targets=True)
+    grads: list = [None] * len(args)
+    for i, gi in zip(wanted, local):
+        grads[i] = gi
+    return grads
+
+
+def _accumulate(t: Tensor, g: Any, shared: bool) -> None:
+    """Add a grad into `t.grad`, PyTorch's way: in place when no graph is being built."""
+    if type(g) is Tensor:  # create_graph: keep the grad's own graph, add out of place
+        t.grad = g if t.grad is None else t.grad + g
+    elif t.grad is None:
+        t.grad = Tensor._make(g.clone() if shared or g._is_view() else g, None)
+    elif t.grad.requires_grad:
+        t.grad = Tensor._make(t.grad.data + g, None)
+    else:
+        t.grad.data += g
+    if t._hooks:
+        for hook in t._hooks:
+            hook(t)
+
+
+def _check_finite(node: Node, i: int, g: Any) -> None:
+    data = g.data if type(g) is Tensor else g
+    if data.is_floating_point() and not torch.isfinite(data).all():
+        raise RuntimeError(
+            f"detect_anomaly: {node.name}.backward returned NaN or Inf in the grad of its input {i}. "
+            f"Its forward was called at:\n{''.join(node.stack.format())}"
+        )

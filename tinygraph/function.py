@@ -1,0 +1,197 @@
+"""`Function`: one differentiable op, its forward and backward side by side.
+
+`Node`: the record an op leaves on the tape. It is also the `ctx` that the op's
+forward and backward receive, so whatever forward stores on it, backward finds.
+
+How backward formulas stay differentiable: `forward` always works on plain
+torch.Tensors. `backward` is written only with operators and methods that
+torch.Tensor and tinygraph.Tensor share (`g * y`, `g.sum(dim)`, `g.masked_fill(m, 0)`).
+The engine calls it with torch.Tensors when no graph is wanted (fast: nothing is
+recorded), and with tinygraph Tensors under `create_graph=True`, where the very same
+formula is recorded as a graph that can be differentiated again.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, ClassVar
+
+import torch
+
+from . import grad_mode
+
+OPS: dict[str, type[Function]] = {}
+
+
+def register(cls: type[Function]) -> type[Function]:
+    """Class decorator that adds an op to the registry; the test suite then demands a spec for it."""
+    if cls.__name__ in OPS:
+        raise ValueError(f"An op named {cls.__name__} is already registered; give the new op another name.")
+    OPS[cls.__name__] = cls
+    return cls
+
+
+class Node:
+    """One recorded op: the op's class, where its inputs' grads go, and what it saved.
+
+    `edges[i]` is None when input i needs no grad, else `(target, shape, dtype)`: the
+    target is the Node that made input i, or the leaf Tensor itself; the shape and dtype
+    let the engine sum a broadcast grad back to the input's shape and cast it back.
+    """
+
+    _retained = None  # weakref to a non-leaf Tensor that asked for retain_grad()
+    _released = False
+    _saved: tuple = ()
+    stack = None  # the user's stack at forward time, kept in anomaly mode only
+
+    def __init__(self, fn: type[Function], args: tuple):
+        self.fn = fn
+        self.args = args  # the op's inputs, dropped once forward has run
+        self.edges: tuple = ()
+        self.needs_input_grad: tuple[bool, ...] = ()
+        self.build_graph = False  # set by the engine: hand backward Tensors (True) or torch.Tensors
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    def save_for_backward(self, *values: Any) -> None:
+        """Keep tensors (or plain numbers, or None) for backward.
+
+        Each torch.Tensor's version is noted, so an in-place change made before backward
+        is caught. Inputs are remembered as the tinygraph Tensors they came from and the
+        output as this node's own output, so under create_graph backward sees them as
+        parts of the graph, not as constants.
+        """
+        self._saved = values
+        self._versions = [v._version if isinstance(v, torch.Tensor) else None for v in values]
+
+    def _link_saved(self, out: torch.Tensor) -> None:
+        # Called once forward has returned: mark which saved tensors are inputs or the output.
+        links = []
+        for v in self._saved:
+            link = None
+            if v is out:
+                link = self
+            elif isinstance(v, torch.Tensor):
+                for a in self.args:
+                    if type(a) is Tensor and a.data is v:
+                        link = a
+                        break
+            links.append(link)
+        self._links = links
+
+    @property
+    def saved_tensors(self) -> tuple:
+        """What forward saved, checked against in-place changes and against reuse after release."""
+        if self._released:
+            raise RuntimeError(
+                f"Trying to backward through {self.name} a second time, but its saved tensors were "
+                "already freed; pass retain_graph=True to the first backward() or grad() call."
+            )
+        for v, version in zip(self._saved, self._versions):
+            if version is not None and v._version != version:
+                where = f" Its forward was called at:\n{''.join(self.stack.format())}" if self.stack else ""
+                raise RuntimeError(
+                    f"A tensor saved by {self.name} for backward was modified in place after it was "
+                    f"saved (its version went from {version} to {v._version}). Clone it before the "
+                    f"in-place change, or use the out-of-place op.{where}"
+                )
+        if not self.build_graph:
+            return self._saved
+        return tuple(_as_graph_tensor(v, link) for v, link in zip(self._saved, self._links))
+
+    def release(self) -> None:
+        """Free the saved tensors: backward has used them and the graph is not retained."""
+        if self._saved:
+            self._released = True
+            self._saved = ()
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+def _as_graph_tensor(value: Any, link: Any) -> Any:
+    if type(link) is Tensor:
+        return link
+    if type(link) is Node:
+        return Tensor._make(value, link)
+    return Tensor(value) if isinstance(value, torch.Tensor) else value
+
+
+class Function:
+    """Base class of every op. Subclasses define two static methods:
+
+    - `forward(ctx, *inputs, **kwargs)`: compute on torch.Tensors; save what backward
+      needs with `ctx.save_for_backward(...)` or as attributes of `ctx`. It may return
+      a tuple: the first value is differentiable, the rest (indices, masks) are not.
+    - `backward(ctx, grad)`: return one grad per positional input (None where there is
+      none), written with operators and methods that torch and tinygraph share.
+
+    A fused op may also set `composite`: the same function composed of primitive ops.
+    Its hand-written backward serves first-order gradients; under create_graph the
+    engine differentiates the composite instead, so higher orders stay exact.
+    """
+
+    composite: ClassVar[Any] = None
+
+    @staticmethod
+    def forward(ctx: Node, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Node, grad: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:
+        """Run the op on Tensors (or torch.Tensors) and record it when a grad is needed."""
+        ctx = Node(cls, args)
+        edges = [_edge(a) for a in args] if grad_mode.state.enabled else [None] * len(args)
+        ctx.needs_input_grad = needs = tuple(e is not None for e in edges)
+        data = [a.data if type(a) is Tensor else a for a in args]
+        try:
+            out = cls.forward(ctx, *data, **kwargs)
+        except RuntimeError as err:
+            _explain_device_mismatch(cls, args, err)
+            raise
+        extra = ()
+        if type(out) is tuple:
+            out, *extra = out
+        if not any(type(a) is Tensor for a in args):
+            return (out, *extra) if extra else out  # called from a backward formula on torch.Tensors
+
+        result = Tensor._make(out, None)
+        if any(needs):
+            ctx.edges = edges
+            ctx._link_saved(out)
+            ctx.kwargs = kwargs
+            if grad_mode.state.anomaly:
+                ctx.stack = traceback.extract_stack()[:-2]
+            result.grad_fn = ctx
+            result.requires_grad = True
+        if result.grad_fn is None or cls.composite is None:
+            ctx.args = None  # only a fused op keeps its inputs, to differentiate its composite
+        if extra:
+            return (result, *(Tensor._make(e, None) for e in extra))
+        return result
+
+
+def _edge(arg: Any) -> tuple | None:
+    if type(arg) is not Tensor or not arg.requires_grad:
+        return None
+    target = arg if arg.grad_fn is None else arg.grad_fn
+    return (target, arg.data.shape, arg.data.dtype)
+
+
+def _explain_device_mismatch(cls: type[Function], args: tuple, err: RuntimeError) -> None:
+    devices = {str(a.device) for a in args if isinstance(a, (Tensor, torch.Tensor))}
+    if len(devices) > 1:
+        raise RuntimeError(
+            f"{cls.__name__} got tensors on different devices ({', '.join(sorted(devices))}); "
+            "move them to one device with .to(device) first."
+        ) from err
+
+
+# Tensor's methods call ops, so each module imports the other once its own names exist.
+from .tensor import Tensor  # noqa: E402

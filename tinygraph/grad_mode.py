@@ -1,0 +1,65 @@
+"""Switches that say whether ops are recorded, and whether backward hunts for NaN/Inf."""
+
+from __future__ import annotations
+
+import contextlib
+
+
+class _State:
+    enabled = True  # record ops on the tape
+    anomaly = False  # keep forward stacks and check every backward grad for NaN/Inf
+
+
+state = _State()
+
+
+def is_grad_enabled() -> bool:
+    """True when ops are being recorded for backward."""
+    return state.enabled
+
+
+class set_grad_enabled(contextlib.ContextDecorator):
+    """Turn recording on or off for a block or a function (`with` or as a decorator)."""
+
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+        self.prev: list[bool] = []
+
+    def __enter__(self) -> None:
+        self.prev.append(state.enabled)
+        state.enabled = self.mode
+
+    def __exit__(self, *exc: object) -> None:
+        state.enabled = self.prev.pop()
+
+
+class no_grad(set_grad_enabled):
+    """Record nothing inside: for evaluation, sampling and optimizer updates."""
+
+    def __init__(self) -> None:
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    """Record ops again inside a `no_grad` region."""
+
+    def __init__(self) -> None:
+        super().__init__(True)
+
+
+class detect_anomaly(contextlib.ContextDecorator):
+    """Make backward stop at the first op whose grad holds NaN or Inf.
+
+    The error names the op and shows where in your code its forward was called. It
+    costs a stack capture per op and a check per grad, so use it to debug, not to train.
+    """
+
+    def __init__(self) -> None:
+        self.prev: list[bool] = []
+
+    def __enter__(self) -> None:
+        self.prev.append(state.anomaly)
+        state.anomaly = True
+
+    def __exit__(self, *exc: object) -> None:
+        state.anomaly = self.prev.pop()
