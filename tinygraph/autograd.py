@@ -238,5 +238,5 @@ def _check_finite(node: Node, i: int, g: Any) -> None:
     if data.is_floating_point() and not torch.isfinite(data).all():
         raise RuntimeError(
             f"detect_anomaly: {node.name}.backward returned NaN or Inf in the grad of its input {i}. "
-            f"Its forward was called at:\n{''.join(node.stack.format())}"
+            f"Its forward was called at:\n{node.stack}"
         )

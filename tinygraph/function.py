@@ -13,6 +13,7 @@ formula is recorded as a graph that can be differentiated again.
 
 from __future__ import annotations
 
+import os
 import traceback
 from typing import Any, ClassVar
 
@@ -42,7 +43,7 @@ class Node:
     _retained = None  # weakref to a non-leaf Tensor that asked for retain_grad()
     _released = False
     _saved: tuple = ()
-    stack = None  # the user's stack at forward time, kept in anomaly mode only
+    stack: str | None = None  # where the user's code called the op, kept in anomaly mode only
 
     def __init__(self, fn: type[Function], args: tuple):
         self.fn = fn
@@ -91,7 +92,7 @@ class Node:
             )
         for v, version in zip(self._saved, self._versions):
             if version is not None and v._version != version:
-                where = f" Its forward was called at:\n{''.join(self.stack.format())}" if self.stack else ""
+                where = f" Its forward was called at:\n{self.stack}" if self.stack else ""
                 raise RuntimeError(
                     f"A tensor saved by {self.name} for backward was modified in place after it was "
                     f"saved (its version went from {version} to {v._version}). Clone it before the "
@@ -167,7 +168,7 @@ class Function:
             ctx._link_saved(out)
             ctx.kwargs = kwargs
             if grad_mode.state.anomaly:
-                ctx.stack = traceback.extract_stack()[:-2]
+                ctx.stack = _user_frames()
             result.grad_fn = ctx
             result.requires_grad = True
         if result.grad_fn is None or cls.composite is None:
@@ -175,6 +176,13 @@ class Function:
         if extra:
             return (result, *(Tensor._make(e, None) for e in extra))
         return result
+
+
+def _user_frames() -> str:
+    """Where the op was called from, tinygraph's own frames left out."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frames = [f for f in traceback.extract_stack() if not os.path.abspath(f.filename).startswith(here)]
+    return "".join(traceback.format_list(frames))
 
 
 def _edge(arg: Any) -> tuple | None:
