@@ -444,8 +444,13 @@ SPECS: dict[str, list[Spec]] = {
     "Expand": [Spec(expand_inputs(), lambda lib, F, x, shape: x.expand(shape))],
     "GetItem": [
         Spec(getitem_inputs(), lambda lib, F, x, index: x[index]),
-        Spec(join_inputs(same_shape=True), lambda lib, F, *xs, dim: xs[0].chunk(2, dim)[-1] * xs[0].split(1, dim)[0]),
+        Spec(join_inputs(same_shape=True), lambda lib, F, *xs, dim: xs[0].narrow(dim, 0, 1)),
     ],
+    "Split": [
+        Spec(join_inputs(same_shape=True), lambda lib, F, *xs, dim: xs[0].split(2, dim)),
+        Spec(join_inputs(same_shape=True), lambda lib, F, *xs, dim: xs[0].chunk(3, dim)[-1]),  # unused pieces
+    ],
+    "Unbind": [Spec(join_inputs(same_shape=True), lambda lib, F, *xs, dim: xs[0].unbind(dim)[::2])],
     "GetItemBackward": [
         Spec(
             getitem_backward_inputs(),

@@ -21,6 +21,7 @@ from torch import (  # dtypes and seeding are torch's own
 )
 
 from . import functions as _functions
+from . import nn, optim
 from .autograd import backward, grad
 from .creation import (
     arange,
@@ -48,7 +49,7 @@ from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .tensor import Tensor
 
 __all__ = [
-    "Tensor", "tensor", "Function", "Node", "OPS", "register",
+    "Tensor", "tensor", "Function", "Node", "OPS", "register", "nn", "optim",
     "backward", "grad", "gradcheck", "gradgradcheck", "GradcheckError", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "detect_anomaly",
     "zeros", "ones", "full", "empty", "randn", "rand", "randint", "arange", "linspace", "eye",
     "zeros_like", "ones_like", "full_like", "empty_like", "randn_like", "rand_like",

@@ -120,39 +120,47 @@ def _run(
 ) -> list:
     """The engine. Without `targets` grads go into leaves; with them they are returned."""
     found: list = [None] * len(targets) if targets is not None else []
-    target_of: dict[Any, int] = {}
-    for i, t in enumerate(targets or ()):
-        target_of[t.grad_fn if t.grad_fn is not None else t] = i
+    # a target is a leaf Tensor, or (node, slot) for the output of an op
+    target_of = {(t if t.grad_fn is None else (t.grad_fn, t._slot)): i for i, t in enumerate(targets or ())}
+    target_nodes = {t.grad_fn for t in targets or () if t.grad_fn is not None}
+    pending: dict[Node, Any] = {}  # a node's grad so far; a list with one per output for multi-output ops
 
-    def arrive(dest: Any, g: Any, shared: bool) -> None:
-        # A grad for a leaf (or a grad() target): store it; otherwise sum it into `pending`.
+    def arrive(dest: Any, slot: int, g: Any, shared: bool) -> None:
+        if type(dest) is not Node:  # a leaf
+            if targets is None:
+                _accumulate(dest, g, shared)
+            elif dest in target_of:
+                i = target_of[dest]
+                found[i] = g if found[i] is None else found[i] + g
+            return
         if targets is not None:
-            i = target_of.get(dest)
+            i = target_of.get((dest, slot))
             if i is not None:
                 found[i] = g if found[i] is None else found[i] + g
-            if type(dest) is Node and dest in needed:
-                pending[dest] = g if dest not in pending else pending[dest] + g
-        elif type(dest) is Node:
-            pending[dest] = g if dest not in pending else pending[dest] + g
+            if dest not in needed:
+                return
+        if dest.fn.multi_output:
+            slots = pending.setdefault(dest, [None] * len(dest.outputs))
+            slots[slot] = g if slots[slot] is None else slots[slot] + g
         else:
-            _accumulate(dest, g, shared)
+            pending[dest] = g if dest not in pending else pending[dest] + g
 
-    pending: dict[Node, Any] = {}
-    root_nodes = [r.grad_fn for r in roots if r.grad_fn is not None]
-    stop = set(target_of) if stop_at_targets else set()
-    order = _topological_order(root_nodes, stop)
-    needed = _nodes_leading_to(order, target_of) if targets is not None else set()
+    roots_nodes = [r.grad_fn for r in roots if r.grad_fn is not None]
+    stop = target_nodes if stop_at_targets else set()
+    order = _topological_order(roots_nodes, stop)
+    needed = _nodes_leading_to(order, target_of, target_nodes) if targets is not None else set()
     user_given = {id(g) for g in root_grads}
     for r, g in zip(roots, root_grads):
-        arrive(r.grad_fn if r.grad_fn is not None else r, g, True)
+        arrive(r.grad_fn if r.grad_fn is not None else r, r._slot, g, True)
 
     with grad_mode.set_grad_enabled(create_graph):
         for node in order:
             g = pending.pop(node, None)
             if g is None:
                 continue
-            if node._retained is not None and node._retained() is not None:
-                _accumulate(node._retained(), g, True)
+            for slot, ref in node._retained:
+                if targets is None and ref() is not None:
+                    _accumulate(ref(), g[slot] if node.fn.multi_output else g, True)
             if targets is not None and (node in stop or node not in needed):
                 continue
             grads = _call_backward(node, g, create_graph)
@@ -168,7 +176,7 @@ def _run(
             for i, (edge, g_in) in enumerate(zip(node.edges, grads)):
                 if edge is None or g_in is None:
                     continue
-                dest, shape, dtype = edge
+                dest, shape, dtype, slot = edge
                 if g_in.shape != shape:
                     g_in = g_in.sum_to_size(shape)
                 if g_in.dtype != dtype:
@@ -178,20 +186,18 @@ def _run(
                 # The same grad object handed to two inputs (as `a + b` does) or given by
                 # the user must be copied before a leaf keeps it and later adds in place.
                 shared = id(g_in) in user_given or sum(x is g_in for x in grads) > 1
-                arrive(dest, g_in, shared)
+                arrive(dest, slot, g_in, shared)
     return found
 
 
-def _nodes_leading_to(order: list[Node], target_of: dict) -> set[Node]:
+def _nodes_leading_to(order: list[Node], target_of: dict, target_nodes: set) -> set[Node]:
     """For grad(): the nodes whose backward can reach a target; the rest are skipped."""
-    needed: set[Node] = set()
+    needed: set[Node] = set(target_nodes)
     for node in reversed(order):  # producers before consumers
         for edge in node.edges:
-            if edge is not None and (edge[0] in target_of or edge[0] in needed):
+            if edge is not None and (edge[0] in needed or (type(edge[0]) is not Node and edge[0] in target_of)):
                 needed.add(node)
                 break
-        if node in target_of:
-            needed.add(node)
     return needed
 
 
@@ -199,6 +205,13 @@ def _call_backward(node: Node, g: Any, create_graph: bool) -> Any:
     if create_graph and node.fn.composite is not None:
         return _composite_backward(node, g)
     node.build_graph = create_graph
+    if node.fn.multi_output:  # outputs nobody used get zeros
+        zeros = [
+            torch.zeros(shape, dtype=dtype, device=device) if gi is None else None
+            for gi, (shape, dtype, device) in zip(g, node.outputs)
+        ]
+        grads = [gi if gi is not None else Tensor(z) if create_graph else z for gi, z in zip(g, zeros)]
+        return node.fn.backward(node, *grads)
     return node.fn.backward(node, g)
 
 
@@ -220,7 +233,7 @@ def _composite_backward(node: Node, g: Tensor) -> list:
 
 def _accumulate(t: Tensor, g: Any, shared: bool) -> None:
     """Add a grad into `t.grad`, PyTorch's way: in place when no graph is being built."""
-    if type(g) is Tensor:  # create_graph: keep the grad's own graph, add out of place
+    if isinstance(g, Tensor):  # create_graph: keep the grad's own graph, add out of place
         t.grad = g if t.grad is None else t.grad + g
     elif t.grad is None:
         t.grad = Tensor._make(g.clone() if shared or g._is_view() else g, None)
@@ -234,7 +247,7 @@ def _accumulate(t: Tensor, g: Any, shared: bool) -> None:
 
 
 def _check_finite(node: Node, i: int, g: Any) -> None:
-    data = g.data if type(g) is Tensor else g
+    data = g.data if isinstance(g, Tensor) else g
     if data.is_floating_point() and not torch.isfinite(data).all():
         raise RuntimeError(
             f"detect_anomaly: {node.name}.backward returned NaN or Inf in the grad of its input {i}. "

@@ -35,12 +35,13 @@ def register(cls: type[Function]) -> type[Function]:
 class Node:
     """One recorded op: the op's class, where its inputs' grads go, and what it saved.
 
-    `edges[i]` is None when input i needs no grad, else `(target, shape, dtype)`: the
-    target is the Node that made input i, or the leaf Tensor itself; the shape and dtype
-    let the engine sum a broadcast grad back to the input's shape and cast it back.
+    `edges[i]` is None when input i needs no grad, else `(target, shape, dtype, slot)`:
+    the target is the Node that made input i, or the leaf Tensor itself; the shape and
+    dtype let the engine sum a broadcast grad back to the input's shape and cast it back;
+    the slot says which output of a multi-output op input i was (0 for all others).
     """
 
-    _retained = None  # weakref to a non-leaf Tensor that asked for retain_grad()
+    _retained: tuple = ()  # (slot, weakref) of non-leaf Tensors that asked for retain_grad()
     _released = False
     _saved: tuple = ()
     stack: str | None = None  # where the user's code called the op, kept in anomaly mode only
@@ -76,7 +77,7 @@ class Node:
                 link = self
             elif isinstance(v, torch.Tensor):
                 for a in self.args:
-                    if type(a) is Tensor and a.data is v:
+                    if isinstance(a, Tensor) and a.data is v:
                         link = a
                         break
             links.append(link)
@@ -113,7 +114,7 @@ class Node:
 
 
 def _as_graph_tensor(value: Any, link: Any) -> Any:
-    if type(link) is Tensor:
+    if isinstance(link, Tensor):
         return link
     if type(link) is Node:
         return Tensor._make(value, link)
@@ -129,12 +130,17 @@ class Function:
     - `backward(ctx, grad)`: return one grad per positional input (None where there is
       none), written with operators and methods that torch and tinygraph share.
 
+    An op with several differentiable outputs (split, unbind) sets `multi_output = True`:
+    forward returns a tuple of them, and backward gets one grad per output (zeros for
+    outputs that received none).
+
     A fused op may also set `composite`: the same function composed of primitive ops.
     Its hand-written backward serves first-order gradients; under create_graph the
     engine differentiates the composite instead, so higher orders stay exact.
     """
 
     composite: ClassVar[Any] = None
+    multi_output: ClassVar[bool] = False
 
     @staticmethod
     def forward(ctx: Node, *args: Any, **kwargs: Any) -> Any:
@@ -150,32 +156,34 @@ class Function:
         ctx = Node(cls, args)
         edges = [_edge(a) for a in args] if grad_mode.state.enabled else [None] * len(args)
         ctx.needs_input_grad = needs = tuple(e is not None for e in edges)
-        data = [a.data if type(a) is Tensor else a for a in args]
+        data = [a.data if isinstance(a, Tensor) else a for a in args]
         try:
             out = cls.forward(ctx, *data, **kwargs)
         except RuntimeError as err:
             _explain_device_mismatch(cls, args, err)
             raise
-        extra = ()
-        if type(out) is tuple:
+        if not any(isinstance(a, Tensor) for a in args):
+            return out  # called from a backward formula on torch.Tensors
+        extra: tuple = ()
+        if cls.multi_output:
+            ctx.outputs = [(o.shape, o.dtype, o.device) for o in out]  # to make zeros for unused ones
+        elif type(out) is tuple:
             out, *extra = out
-        if not any(type(a) is Tensor for a in args):
-            return (out, *extra) if extra else out  # called from a backward formula on torch.Tensors
 
-        result = Tensor._make(out, None)
-        if any(needs):
+        recorded = any(needs)
+        if recorded:
             ctx.edges = edges
             ctx._link_saved(out)
             ctx.kwargs = kwargs
             if grad_mode.state.anomaly:
                 ctx.stack = _user_frames()
-            result.grad_fn = ctx
-            result.requires_grad = True
-        if result.grad_fn is None or cls.composite is None:
+        if not recorded or cls.composite is None:
             ctx.args = None  # only a fused op keeps its inputs, to differentiate its composite
-        if extra:
-            return (result, *(Tensor._make(e, None) for e in extra))
-        return result
+        node = ctx if recorded else None
+        if cls.multi_output:
+            return tuple(Tensor._make(o, node, slot) for slot, o in enumerate(out))
+        result = Tensor._make(out, node)
+        return (result, *(Tensor._make(e, None) for e in extra)) if extra else result
 
 
 def _user_frames() -> str:
@@ -186,10 +194,10 @@ def _user_frames() -> str:
 
 
 def _edge(arg: Any) -> tuple | None:
-    if type(arg) is not Tensor or not arg.requires_grad:
+    if not isinstance(arg, Tensor) or not arg.requires_grad:
         return None
     target = arg if arg.grad_fn is None else arg.grad_fn
-    return (target, arg.data.shape, arg.data.dtype)
+    return (target, arg.data.shape, arg.data.dtype, arg._slot)
 
 
 def _explain_device_mismatch(cls: type[Function], args: tuple, err: RuntimeError) -> None:

@@ -55,7 +55,7 @@ class Tensor:
     `.data` is a plain torch.Tensor, never with torch's own `requires_grad`.
     """
 
-    __slots__ = ("__weakref__", "_hooks", "data", "grad", "grad_fn", "requires_grad")
+    __slots__ = ("__weakref__", "_hooks", "_slot", "data", "grad", "grad_fn", "requires_grad")
     __array_priority__ = 1000  # numpy defers to our reflected operators
     __hash__ = object.__hash__  # == builds a Tensor, so hashing stays by identity
 
@@ -63,16 +63,17 @@ class Tensor:
         self.data = data if isinstance(data, torch.Tensor) else _to_torch(data)
         self.grad: Tensor | None = None
         self.grad_fn = None
+        self._slot = 0  # which output of its op this is (ops with several outputs)
         self._hooks: list | None = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_()
 
     @classmethod
-    def _make(cls, data: torch.Tensor, grad_fn: Any) -> Tensor:
+    def _make(cls, data: torch.Tensor, grad_fn: Any, slot: int = 0) -> Tensor:
         # The fast constructor every op uses.
         t = object.__new__(cls)
-        t.data, t.grad, t.grad_fn, t._hooks = data, None, grad_fn, None
+        t.data, t.grad, t.grad_fn, t._slot, t._hooks = data, None, grad_fn, slot, None
         t.requires_grad = grad_fn is not None
         return t
 
@@ -184,7 +185,7 @@ class Tensor:
         import weakref
 
         if self.grad_fn is not None:
-            self.grad_fn._retained = weakref.ref(self)
+            self.grad_fn._retained = (*self.grad_fn._retained, (self._slot, weakref.ref(self)))
         elif not self.requires_grad:
             raise RuntimeError("retain_grad() needs a tensor that requires grad.")
 
@@ -593,6 +594,7 @@ class Tensor:
         return self[(slice(None),) * (dim % self.ndim) + (slice(start, start + length),)]
 
     def split(self, split_size_or_sections: int | Sequence[int], dim: int = 0) -> tuple[Tensor, ...]:
+        """Pieces of the given size (the last may be smaller), or of the listed sizes."""
         n = self.shape[dim]
         if isinstance(split_size_or_sections, int):
             sizes = [min(split_size_or_sections, n - i) for i in range(0, n, split_size_or_sections)]
@@ -600,15 +602,13 @@ class Tensor:
             sizes = list(split_size_or_sections)
             if sum(sizes) != n:
                 raise ValueError(f"split sizes {sizes} must add up to {n}, the size of dim {dim}.")
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        return tuple(self.narrow(dim, s, k) for s, k in zip(starts, sizes))
+        return S.Split.apply(self, sizes, dim)
 
     def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
         return self.split(math.ceil(self.shape[dim] / chunks), dim)
 
     def unbind(self, dim: int = 0) -> tuple[Tensor, ...]:
-        lead = (slice(None),) * (dim % self.ndim)
-        return tuple(self[(*lead, i)] for i in range(self.shape[dim]))
+        return S.Unbind.apply(self, dim)
 
     def gather(self, dim: int, index: Any) -> Tensor:
         return S.Gather.apply(self, dim, _unwrap(index))

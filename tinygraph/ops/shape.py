@@ -112,6 +112,39 @@ class Stack(Function):
 
 
 @register
+class Split(Function):
+    """Pieces of `sizes` along `dim`, as one node: its backward joins their grads (no zero
+    padding per piece), so splitting a sequence into T steps costs O(T), not O(T^2)."""
+
+    multi_output = True
+
+    @staticmethod
+    def forward(ctx, x, sizes, dim):
+        ctx.dim = dim
+        return tuple(x.split(sizes, dim))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return Cat.apply(*grads, dim=ctx.dim)
+
+
+@register
+class Unbind(Function):
+    """The slices along `dim`, that dim removed, as one node (the inverse of stack)."""
+
+    multi_output = True
+
+    @staticmethod
+    def forward(ctx, x, dim):
+        ctx.dim = dim
+        return tuple(x.unbind(dim))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return Stack.apply(*grads, dim=ctx.dim)
+
+
+@register
 class Gather(Function):
     @staticmethod
     def forward(ctx, x, dim, index):

@@ -1,0 +1,177 @@
+"""Optimizers with torch.optim's names, arguments and update formulas.
+
+An update is not autograd: it runs on the parameters' `.data` with torch's foreach
+kernels (one kernel per step for all tensors, not one per parameter).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from ..tensor import Tensor
+
+
+class Optimizer:
+    """Holds parameter groups (dicts of params and hyperparameters) and per-parameter state."""
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
+        self.defaults = defaults
+        groups = list(params)
+        if not groups:
+            raise ValueError("The optimizer got an empty parameter list; pass model.parameters().")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        self.param_groups: list[dict[str, Any]] = []
+        for group in groups:
+            params = list(group["params"])
+            for p in params:
+                if not isinstance(p, Tensor) or not p.requires_grad:
+                    raise ValueError("Optimizers take tinygraph Tensors that require grad (a model's parameters()).")
+            self.param_groups.append({**defaults, **group, "params": params})
+        self.state: dict[Tensor, dict[str, Any]] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.data.zero_()
+
+    def _with_grads(self, group: dict[str, Any]) -> list[Tensor]:
+        return [p for p in group["params"] if p.grad is not None]
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """{'state': {index: {name: value}}, 'param_groups': [...]}, as torch's, parameters by index."""
+        index = {p: i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        groups = [
+            {**{k: v for k, v in g.items() if k != "params"}, "params": [index[p] for p in g["params"]]}
+            for g in self.param_groups
+        ]
+        return {"state": {index[p]: dict(s) for p, s in self.state.items()}, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what `state_dict()` gave, checking that the groups have the same sizes."""
+        groups = state_dict["param_groups"]
+        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError(
+                "The optimizer state does not fit these parameter groups (their sizes differ); "
+                "it was saved for another model."
+            )
+        params = [p for g in self.param_groups for p in g["params"]]
+        self.state = {}
+        for i, s in state_dict["state"].items():
+            p = params[int(i)]
+            self.state[p] = {k: v.to(p.device) if isinstance(v, torch.Tensor) and v.ndim else v for k, v in s.items()}
+            for k, v in self.state[p].items():
+                if isinstance(v, torch.Tensor) and v.shape not in (p.shape, torch.Size()):
+                    raise ValueError(
+                        f"Optimizer state {k} of parameter {i} has shape {tuple(v.shape)}, not {tuple(p.shape)}."
+                    )
+        for group, saved in zip(self.param_groups, groups):
+            group.update({k: v for k, v in saved.items() if k != "params"})
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (torch's form), Nesterov and L2 decay."""
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):  # fmt: skip
+        _check(lr=lr, momentum=momentum, weight_decay=weight_decay)
+        super().__init__(
+            params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+        )
+
+    def step(self) -> None:
+        for group in self.param_groups:
+            params = self._with_grads(group)
+            if not params:
+                continue
+            grads = [p.grad.data for p in params]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, [p.data for p in params], alpha=group["weight_decay"])
+            if group["momentum"]:
+                bufs = []
+                for p, g in zip(params, grads):
+                    state = self.state.setdefault(p, {})
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = g.clone()
+                    else:
+                        state["momentum_buffer"].mul_(group["momentum"]).add_(g, alpha=1 - group["dampening"])
+                    bufs.append(state["momentum_buffer"])
+                grads = torch._foreach_add(grads, bufs, alpha=group["momentum"]) if group["nesterov"] else bufs
+            torch._foreach_add_([p.data for p in params], grads, alpha=-group["lr"])
+
+
+class Adam(Optimizer):
+    """Adam with bias correction. `weight_decay` is L2 (added to the grad); see AdamW."""
+
+    decoupled = False
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):  # fmt: skip
+        _check(lr=lr, eps=eps, weight_decay=weight_decay, beta1=betas[0], beta2=betas[1])
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def step(self) -> None:
+        for group in self.param_groups:
+            params = self._with_grads(group)
+            if not params:
+                continue
+            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            data = [p.data for p in params]
+            grads = [p.grad.data for p in params]
+            states = [self._state(p) for p in params]
+            if wd and self.decoupled:
+                torch._foreach_mul_(data, 1 - lr * wd)
+            elif wd:
+                grads = torch._foreach_add(grads, data, alpha=wd)
+            m, v = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+            torch._foreach_lerp_(m, grads, 1 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            for s in states:
+                s["step"] += 1
+            correction1 = [1 - beta1 ** s["step"] for s in states]
+            correction2 = [math.sqrt(1 - beta2 ** s["step"]) for s in states]
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, correction2)
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(data, m, denom, [-lr / c for c in correction1])
+
+    def _state(self, p: Tensor) -> dict[str, Any]:
+        if p not in self.state:
+            self.state[p] = {
+                "step": 0,
+                "exp_avg": torch.zeros_like(p.data),
+                "exp_avg_sq": torch.zeros_like(p.data),
+            }
+        return self.state[p]
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p -= lr * wd * p, apart from the Adam update.
+
+    Give it parameter groups to keep biases, norms and other 1-D weights undecayed:
+    `AdamW([{'params': matrices, 'weight_decay': 0.1}, {'params': vectors, 'weight_decay': 0.0}])`.
+    """
+
+    decoupled = True
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2):  # fmt: skip
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+def _check(**values: float) -> None:
+    for name, value in values.items():
+        if value < 0 or (name.startswith("beta") and value >= 1):
+            allowed = "in [0, 1)" if name.startswith("beta") else "at least 0"
+            raise ValueError(f"Optimizer {name} must be {allowed}, not {value}.")

@@ -1,0 +1,65 @@
+"""Recurrent layers, unrolled over time with tinygraph ops (backprop through time is
+just the engine walking the unrolled graph). Weights follow torch.nn.RNN / LSTM's
+names, layout and uniform(+-1/sqrt(hidden)) init, so their weights load into each other."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tinygraph import Tensor, nn, stack
+
+
+class _Recurrent(nn.Module):
+    gates = 1  # rows of weight_ih per hidden unit
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        bound = 1 / math.sqrt(hidden_size)
+        uniform = lambda *shape: nn.Parameter(torch.empty(shape).uniform_(-bound, bound))  # noqa: E731
+        self.weight_ih = uniform(self.gates * hidden_size, input_size)
+        self.weight_hh = uniform(self.gates * hidden_size, hidden_size)
+        self.bias_ih = uniform(self.gates * hidden_size) if bias else None
+        self.bias_hh = uniform(self.gates * hidden_size) if bias else None
+
+    def _input_terms(self, x: Tensor) -> Tensor:
+        # the input's contribution at every step at once: one matrix product, not T
+        xw = x @ self.weight_ih.mT
+        return xw + self.bias_ih + self.bias_hh if self.bias_ih is not None else xw
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}"
+
+
+class RNN(_Recurrent):
+    """h_t = tanh(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), over (B, T, input) to (B, T, hidden)."""
+
+    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
+        xw = self._input_terms(x)
+        h = h if h is not None else xw.new_zeros(x.shape[0], self.hidden_size)
+        outputs = []
+        for xw_t in xw.unbind(1):
+            h = (xw_t + h @ self.weight_hh.mT).tanh()
+            outputs.append(h)
+        return stack(outputs, 1)
+
+
+class LSTM(_Recurrent):
+    """The LSTM cell (input, forget, cell and output gates, in torch's order), over
+    (B, T, input) to (B, T, hidden)."""
+
+    gates = 4
+
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        xw = self._input_terms(x)
+        zeros = xw.new_zeros(x.shape[0], self.hidden_size)
+        h, c = state if state is not None else (zeros, zeros)
+        outputs = []
+        for xw_t in xw.unbind(1):
+            i, f, g, o = (xw_t + h @ self.weight_hh.mT).chunk(4, -1)
+            c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+            h = o.sigmoid() * c.tanh()
+            outputs.append(h)
+        return stack(outputs, 1)
