@@ -1,0 +1,222 @@
+"""The command lines, as a user runs them: short training runs, test, sample, fine-tune,
+resume, and the clear one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from transformer import sample, test, train
+from transformer.checkpoint import load_tensors
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = """
+[model]
+block_size = 16
+dropout = 0.1
+[train]
+batch_size = 4
+max_iters = 6
+eval_interval = 3
+eval_iters = 2
+warmup_iters = 2
+sample_chars = 10
+[[layers]]
+type = "Embedding"
+dim = 16
+[[layers]]
+type = "PositionalEmbedding"
+[[layers]]
+type = "Block"
+heads = 2
+repeat = 2
+[[layers]]
+type = "LSTM"
+hidden = 12
+[[layers]]
+type = "LayerNorm"
+[[layers]]
+type = "TemporalDense"
+out = "vocab"
+[[layers]]
+type = "CrossEntropyLoss"
+"""
+TEXT = "the quick brown fox jumps over the lazy dog. " * 40
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY)
+    (tmp_path / "corpus.txt").write_text(TEXT)
+    return tmp_path
+
+
+def run_train(files, *extra, out="run"):
+    args = [
+        "--config",
+        str(files / "tiny.toml"),
+        "--corpus",
+        str(files / "corpus.txt"),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
+    return train.main([*args, "--out-dir", str(files / out), *extra])
+
+
+def test_train_writes_a_complete_run_directory(files, capsys):
+    assert run_train(files) == 0
+    run = files / "run"
+    for name in [
+        "config.json",
+        "tokenizer.json",
+        "checkpoint.safetensors",
+        "best.safetensors",
+        "metrics.jsonl",
+        "samples.txt",
+        "loss.png",
+    ]:
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [0, 3, 6]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    printed = capsys.readouterr().out
+    assert "Run directory" in printed and "best.safetensors" in printed and "A sample" in printed
+    _, meta = load_tensors(run / "checkpoint.safetensors")
+    assert meta["step"] == 6
+
+
+def test_test_and_sample_commands(files, capsys):
+    run_train(files)
+    capsys.readouterr()
+    assert test.main(["--from", str(files / "run"), "--n-chars", "20", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "bits per character" in out and "Sample" in out
+    assert test.main(["--from", str(files / "run"), "--corpus", str(files / "corpus.txt"), "--n-chars", "0"]) == 0
+    assert f"{len(TEXT) - 1:,} tokens" in capsys.readouterr().out
+    assert sample.main(["--from", str(files / "run"), "--seed-text", "the ", "--n-chars", "30", "--top-k", "3"]) == 0
+    assert capsys.readouterr().out.startswith("the ")
+
+
+def test_sampling_is_reproducible_with_a_seed(files, capsys):
+    run_train(files)
+    capsys.readouterr()
+    outs = []
+    for _ in range(2):
+        sample.main(["--from", str(files / "run"), "--n-chars", "40", "--seed", "7"])
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]
+
+
+def test_fine_tuning_on_text_with_unseen_characters_warns_and_trains(files, capsys):
+    run_train(files)
+    (files / "other.txt").write_text("the lazy dog $ jumps; the fox % naps. " * 30)
+    code = train.main(
+        ["--init-from", str(files / "run"), "--corpus", str(files / "other.txt"), "--out-dir", str(files / "ft"),
+         "--max-iters", "3", "--eval-interval", "3", "--eval-iters", "1", "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "lacks" in err and "'$' x30" in err and "'%' x30" in err and "left out" in err
+    info = json.loads((files / "ft" / "config.json").read_text())
+    assert info["init_from"] == str(files / "run") and info["config"]["train"]["lr"] == 3e-4
+    assert (files / "ft" / "tokenizer.json").read_text() == (files / "run" / "tokenizer.json").read_text()
+
+
+def test_fine_tuning_starts_from_the_parents_weights(files):
+    run_train(files)
+    train.main(["--init-from", str(files / "run"), "--corpus", str(files / "corpus.txt"), "--out-dir", str(files / "ft"),
+                "--max-iters", "0", "--eval-iters", "1", "--no-progress", "--sample-chars", "0"])  # fmt: skip
+    parent, _ = load_tensors(files / "run" / "best.safetensors")
+    child, _ = load_tensors(files / "ft" / "best.safetensors")
+    assert all(torch.equal(parent[k], child[k]) for k in parent)
+
+
+def test_resume_continues_to_more_steps(files):
+    run_train(files)
+    assert train.main(["--resume", str(files / "run"), "--max-iters", "9", "--no-progress"]) == 0
+    records = [json.loads(line) for line in (files / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"][-3:] == [7, 8, 9]
+
+
+def test_word_tokenizer(files):
+    assert run_train(files, "--tokenizer", "word") == 0
+    vocab = json.loads((files / "run" / "tokenizer.json").read_text())
+    assert vocab["kind"] == "word" and "quick" in vocab["vocab"] and " " in vocab["vocab"] and "." in vocab["vocab"]
+
+
+def test_help_describes_every_flag_and_its_default():
+    result = subprocess.run(
+        [sys.executable, "-m", "transformer.train", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0
+    for flag in ["--corpus", "--preset", "--config", "--out-dir", "--max-iters", "--batch-size", "--block-size", "--lr",
+                 "--min-lr", "--warmup-iters", "--weight-decay", "--dropout", "--grad-clip", "--patience",
+                 "--eval-interval", "--eval-iters", "--sample-chars", "--seed", "--device", "--dtype", "--init-from",
+                 "--resume", "--tokenizer"]:  # fmt: skip
+        assert flag in result.stdout, flag
+    assert result.stdout.count("default") >= 20
+
+
+@pytest.mark.parametrize(
+    "setup,extra,message",
+    [
+        (None, ["--corpus", "no/such/file.txt"], "does not exist"),
+        ("dir", ["--corpus", "{tmp}/adir"], "is a directory"),
+        ("empty", ["--corpus", "{tmp}/empty.txt"], "is empty"),
+        ("binary", ["--corpus", "{tmp}/binary.bin"], "not UTF-8"),
+        ("short", ["--corpus", "{tmp}/short.txt"], "fewer than one context window"),
+        (None, ["--lr", "-1"], "lr = -1.0 is out of range"),
+        (None, ["--batch-size", "0"], "batch_size = 0 is out of range"),
+        (None, ["--dropout", "1.5"], "dropout = 1.5 is out of range"),
+        (None, ["--device", "tpu"], "Unknown device"),
+        (None, ["--preset", "baby"], "give only one"),
+        ("exists", [], "already exists and is not empty"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(files, capsys, setup, extra, message):
+    tmp = files
+    if setup == "dir":
+        (tmp / "adir").mkdir()
+    elif setup == "empty":
+        (tmp / "empty.txt").write_text("")
+    elif setup == "binary":
+        (tmp / "binary.bin").write_bytes(bytes(range(256)) * 4)
+    elif setup == "short":
+        (tmp / "short.txt").write_text("too short")
+    elif setup == "exists":
+        (tmp / "run").mkdir()
+        (tmp / "run" / "precious.txt").write_text("keep me")
+    code = run_train(files, *[e.format(tmp=tmp) for e in extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    if setup == "exists":
+        assert (tmp / "run" / "precious.txt").read_text() == "keep me"
+
+
+def test_unknown_preset(capsys):
+    assert train.main(["--preset", "huge"]) == 2
+    assert "no preset named 'huge'" in capsys.readouterr().err
+
+
+def test_cuda_asked_for_where_there_is_none(files, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert run_train(files, "--device", "cuda") == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_seed_text_with_unknown_characters_is_an_error(files, capsys):
+    run_train(files)
+    capsys.readouterr()
+    assert sample.main(["--from", str(files / "run"), "--seed-text", "€uro"]) == 2
+    err = capsys.readouterr().err
+    assert "'€'" in err and "never saw" in err
+
+
+def test_a_run_without_a_checkpoint_cannot_be_tested(files, capsys):
+    assert test.main(["--from", str(files / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
