@@ -69,7 +69,8 @@ class Optimizer:
         self.state = {}
         for i, s in state_dict["state"].items():
             p = params[int(i)]
-            self.state[p] = {k: v.to(p.device) if isinstance(v, torch.Tensor) and v.ndim else v for k, v in s.items()}
+            # copies, as torch makes: the source optimizer may keep updating its own tensors
+            self.state[p] = {k: v.to(p.device, copy=True) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
             for k, v in self.state[p].items():
                 if isinstance(v, torch.Tensor) and v.shape not in (p.shape, torch.Size()):
                     raise ValueError(
