@@ -16,8 +16,8 @@ def python_blocks(page: Path) -> str:
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
-def test_doc_code_runs(page):
-    result = subprocess.run(
-        [sys.executable, "-c", python_blocks(page)], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+def test_doc_code_runs(page, tmp_path):
+    script = tmp_path / f"{page.stem}.py"  # a real file, so that inspect.getsource works in it
+    script.write_text(python_blocks(page))
+    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{page.name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"

@@ -157,7 +157,9 @@ RECURRENT_MAPPING = {
 }
 
 
-@pytest.mark.parametrize("ours_cls,theirs_cls", [(R.RNN, tnn.RNN), (R.LSTM, tnn.LSTM)], ids=["RNN", "LSTM"])
+@pytest.mark.parametrize(
+    "ours_cls,theirs_cls", [(R.RNN, tnn.RNN), (R.LSTM, tnn.LSTM), (R.GRU, tnn.GRU)], ids=["RNN", "LSTM", "GRU"]
+)
 def test_recurrent_layers_over_60_timesteps(ours_cls, theirs_cls):
     ours = ours_cls(C, 6)
     theirs = theirs_cls(C, 6, batch_first=True)

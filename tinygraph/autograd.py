@@ -164,6 +164,8 @@ def _run(
             if targets is not None and (node in stop or node not in needed):
                 continue
             grads = _call_backward(node, g, create_graph)
+            if grad_mode.state.observer is not None:
+                grad_mode.state.observer.backward_ran(node, grads)
             if not retain_graph:
                 node.release()
             if type(grads) is not tuple and type(grads) is not list:

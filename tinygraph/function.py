@@ -165,18 +165,20 @@ class Function:
         if not any(isinstance(a, Tensor) for a in args):
             return out  # called from a backward formula on torch.Tensors
         extra: tuple = ()
-        if cls.multi_output:
-            ctx.outputs = [(o.shape, o.dtype, o.device) for o in out]  # to make zeros for unused ones
-        elif type(out) is tuple:
+        if not cls.multi_output and type(out) is tuple:
             out, *extra = out
 
         recorded = any(needs)
         if recorded:
             ctx.edges = edges
+            # shape, dtype and device of each output: zeros for unused outputs, and for viz
+            ctx.outputs = [(o.shape, o.dtype, o.device) for o in (out if cls.multi_output else (out,))]
             ctx._link_saved(out)
             ctx.kwargs = kwargs
             if grad_mode.state.anomaly:
                 ctx.stack = _user_frames()
+            if grad_mode.state.observer is not None:
+                grad_mode.state.observer.record(ctx)
         if not recorded or cls.composite is None:
             ctx.args = None  # only a fused op keeps its inputs, to differentiate its composite
         node = ctx if recorded else None

@@ -8,6 +8,7 @@ import contextlib
 class _State:
     enabled = True  # record ops on the tape
     anomaly = False  # keep forward stacks and check every backward grad for NaN/Inf
+    observer = None  # something watching ops, modules and backward (tinygraph.viz.Trace)
 
 
 state = _State()

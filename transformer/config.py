@@ -77,6 +77,7 @@ LAYER_KEYS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
     },
     "RNN": {"hidden": _hidden, "bias": MODEL_KEYS["bias"]},
     "LSTM": {"hidden": _hidden, "bias": MODEL_KEYS["bias"]},
+    "GRU": {"hidden": _hidden, "bias": MODEL_KEYS["bias"]},
     "CrossEntropyLoss": {},
 }
 REQUIRED = {

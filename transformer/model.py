@@ -39,6 +39,7 @@ BUILDERS: dict[str, tuple[Any, Any]] = {
     "LayerNorm": (lambda o, w, m: L.LayerNorm(w, o.get("bias", m["bias"])), lambda o, w: w),
     "RNN": (lambda o, w, m: R.RNN(w, o["hidden"], o.get("bias", m["bias"])), lambda o, w: o["hidden"]),
     "LSTM": (lambda o, w, m: R.LSTM(w, o["hidden"], o.get("bias", m["bias"])), lambda o, w: o["hidden"]),
+    "GRU": (lambda o, w, m: R.GRU(w, o["hidden"], o.get("bias", m["bias"])), lambda o, w: o["hidden"]),
 }
 MODEL_DEFAULTS = {"block_size": 64, "dropout": 0.0, "bias": True}
 

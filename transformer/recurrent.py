@@ -11,7 +11,9 @@ import torch
 from tinygraph import Tensor, nn, stack
 
 
-class _Recurrent(nn.Module):
+class Recurrent(nn.Module):
+    """What every recurrent layer has: input and hidden weights (and biases) per gate."""
+
     gates = 1  # rows of weight_ih per hidden unit
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
@@ -33,7 +35,7 @@ class _Recurrent(nn.Module):
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}"
 
 
-class RNN(_Recurrent):
+class RNN(Recurrent):
     """h_t = tanh(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), over (B, T, input) to (B, T, hidden)."""
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
@@ -46,7 +48,7 @@ class RNN(_Recurrent):
         return stack(outputs, 1)
 
 
-class LSTM(_Recurrent):
+class LSTM(Recurrent):
     """The LSTM cell (input, forget, cell and output gates, in torch's order), over
     (B, T, input) to (B, T, hidden)."""
 
@@ -61,5 +63,31 @@ class LSTM(_Recurrent):
             i, f, g, o = (xw_t + h @ self.weight_hh.mT).chunk(4, -1)
             c = f.sigmoid() * c + i.sigmoid() * g.tanh()
             h = o.sigmoid() * c.tanh()
+            outputs.append(h)
+        return stack(outputs, 1)
+
+
+class GRU(Recurrent):
+    """The gated recurrent unit (reset, update and new gates, in torch's order), over
+    (B, T, input) to (B, T, hidden): h = (1 - z) * n + z * h_prev."""
+
+    gates = 3
+
+    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
+        xw = x @ self.weight_ih.mT  # the input terms of every step in one product
+        if self.bias_ih is not None:
+            xw = xw + self.bias_ih
+        h = h if h is not None else xw.new_zeros(x.shape[0], self.hidden_size)
+        outputs = []
+        for xw_t in xw.unbind(1):
+            hw = h @ self.weight_hh.mT
+            if self.bias_hh is not None:
+                hw = hw + self.bias_hh  # kept apart: the reset gate scales it in n
+            x_r, x_z, x_n = xw_t.chunk(3, -1)
+            h_r, h_z, h_n = hw.chunk(3, -1)
+            r = (x_r + h_r).sigmoid()
+            z = (x_z + h_z).sigmoid()
+            n = (x_n + r * h_n).tanh()
+            h = (1 - z) * n + z * h
             outputs.append(h)
         return stack(outputs, 1)

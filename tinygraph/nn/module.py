@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .. import grad_mode
 from ..tensor import Tensor
 
 
@@ -73,7 +74,11 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward().")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        observer = grad_mode.state.observer
+        if observer is None:
+            return self.forward(*args, **kwargs)
+        with observer.inside(self):  # tinygraph.viz notes which module each op ran in
+            return self.forward(*args, **kwargs)
 
     # ---- walking the tree -------------------------------------------------------------
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:

@@ -1,0 +1,274 @@
+"""See the graph: any tinygraph output (a loss, a layer's output) drawn with graphviz.
+
+    with viz.Trace(model) as trace:        # notes each op's module, what it saved,
+        loss = model(x, y)[1]              # and, if backward runs inside, its order
+        loss.backward()                    # and the grads each node produced
+    trace.draw(loss, view="backward").render("graph", format="svg")
+
+One node per recorded op (name, output shape, dtype, device); parameters named by
+their module path (`layers.3.attn.qkv.weight`); nodes grouped in nested clusters, one
+per module; with `depth`, every module that many levels down is drawn as a single node. The
+backward view numbers the ops in the order backward ran them, with the grads they
+produced (shape and norm), the bytes they had saved, and NaN/Inf in red. Everything
+is walked with explicit stacks, so graphs of any depth draw. `draw` works without a
+Trace too (then without modules, order or grads), and on create_graph outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import graphviz
+import torch
+
+from . import grad_mode
+from .function import Node
+from .tensor import Tensor
+
+STYLES = {
+    "op": {"shape": "box", "style": "rounded,filled", "fillcolor": "#f2f2f2"},
+    "parameter": {"shape": "box", "style": "filled", "fillcolor": "#cfe8ff"},
+    "input": {"shape": "ellipse", "style": "filled", "fillcolor": "#e8e8e8"},
+    "saved": {"shape": "note", "style": "dashed", "fontsize": "9", "color": "#8a6d00"},
+    "output": {"shape": "doubleoctagon", "style": "filled", "fillcolor": "#d9f2d9"},
+    "module": {"shape": "box3d", "style": "filled", "fillcolor": "#fff3c4"},
+    "bad": {"fillcolor": "#ff9b9b", "color": "red"},
+}
+
+
+def _shape(shape: Any) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def _summary(t: Any) -> tuple[str, float, bool]:
+    data = t.data if isinstance(t, Tensor) else t
+    norm = float(torch.linalg.vector_norm(data.detach().double())) if data.numel() else 0.0
+    return _shape(data.shape), norm, math.isfinite(norm)
+
+
+class Trace:
+    """While active: which module each op ran in, the bytes it saved, and backward's order
+    and grads. Give it the model so parameters and clusters get their dotted names."""
+
+    def __init__(self, module: Any = None):
+        self.module_path: dict[int, tuple[str, str]] = {}  # id(module) -> (path, class name)
+        self.param_name: dict[int, str] = {}
+        if module is not None:
+            self.module_path = {id(m): (path, type(m).__name__) for path, m in module.named_modules()}
+            self.param_name = {id(p): name for name, p in module.named_parameters()}
+        self.scopes: list[str] = []
+        self.scope_of: dict[Node, str | None] = {}  # "" is the root module, None outside any
+        self.saved_bytes: dict[Node, int] = {}
+        self.order: dict[Node, int] = {}
+        self.grads: dict[Node, list[tuple[str, float, bool] | None]] = {}
+        self._previous: list[Any] = []
+
+    def __enter__(self) -> Trace:
+        self._previous.append(grad_mode.state.observer)
+        grad_mode.state.observer = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        grad_mode.state.observer = self._previous.pop()
+
+    # called by the engine -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def inside(self, module: Any) -> Iterator[None]:
+        path = self.module_path.get(id(module))
+        if path is not None:
+            self.scopes.append(path[0])
+        try:
+            yield
+        finally:
+            if path is not None:
+                self.scopes.pop()
+
+    def record(self, node: Node) -> None:
+        self.scope_of[node] = self.scopes[-1] if self.scopes else None
+        self.saved_bytes[node] = sum(v.numel() * v.element_size() for v in node._saved if isinstance(v, torch.Tensor))
+
+    def backward_ran(self, node: Node, grads: Any) -> None:
+        self.order[node] = len(self.order) + 1
+        grads = grads if isinstance(grads, (tuple, list)) else (grads,)
+        self.grads[node] = [_summary(g) if g is not None else None for g in grads]
+
+    def draw(
+        self, output: Tensor, view: str = "forward", depth: int | None = None, name: str = "graph"
+    ) -> graphviz.Digraph:
+        return draw(output, self, view, depth, name)
+
+
+@dataclass
+class Graph:
+    """What gets drawn, before graphviz: tests check this structure."""
+
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> kind, label, cluster, bad
+    # a node's cluster is the dotted path of its module ("" the root module), None for none
+    edges: set[tuple[str, str, str]] = field(default_factory=set)  # (from, to, style)
+
+    def add(self, key: str, kind: str, label: str, cluster: str | None = None, bad: bool = False) -> None:
+        self.nodes.setdefault(key, {"kind": kind, "label": label, "cluster": cluster, "bad": bad})
+
+
+def build(output: Tensor, trace: Trace | None = None, view: str = "forward", depth: int | None = None) -> Graph:
+    """Walk the recorded graph behind `output` (iteratively) into a Graph."""
+    if view not in ("forward", "backward"):
+        raise ValueError(f"view must be 'forward' or 'backward', not {view!r}.")
+    if output.grad_fn is None:
+        raise ValueError(
+            "This tensor was not made by a recorded op (it is a leaf, or ran under no_grad); nothing to draw."
+        )
+    trace = trace or Trace()
+    graph = Graph()
+    members: dict[str, set[Node]] = {}  # the ops inside each collapsed module
+
+    def group(path: str | None) -> str | None:
+        """The module `depth` levels down that a path falls in: drawn as one node."""
+        parts = path.split(".") if path else []
+        return ".".join(parts[:depth]) if depth is not None and len(parts) >= depth else None
+
+    def op_key(node: Node) -> str:
+        collapsed = group(trace.scope_of.get(node))
+        return f"module:{collapsed}" if collapsed is not None else f"op:{id(node)}"
+
+    def leaf_key(t: Tensor) -> str:
+        name = trace.param_name.get(id(t))
+        collapsed = group(_parent(name)) if name is not None else None
+        return f"module:{collapsed}" if collapsed is not None else f"leaf:{id(t)}"
+
+    def add_op(node: Node) -> str:
+        key = op_key(node)
+        if key.startswith("module:"):
+            path = key[len("module:") :]
+            kind = next((k for p, k in trace.module_path.values() if p == path), "")
+            members.setdefault(key, set()).add(node)
+            graph.add(key, "module", "", _parent(path))
+            graph.nodes[key]["label"] = f"{path}\n{kind}, {len(members[key])} ops (collapsed)"
+            return key
+        shape, dtype, device = node.outputs[0]
+        lines = [node.name, f"{_shape(shape)} {str(dtype).removeprefix('torch.')} {device}"]
+        bad = False
+        if view == "backward":
+            if node in trace.order:
+                lines[0] = f"#{trace.order[node]} {node.name}"
+            for i, g in enumerate(trace.grads.get(node, [])):
+                if g is not None:
+                    lines.append(f"grad {i}: {g[0]} |{g[1]:.3g}|")
+                    bad = bad or not g[2]
+            if trace.saved_bytes.get(node):
+                lines.append(f"saved {_bytes(trace.saved_bytes[node])}")
+        graph.add(key, "op", "\n".join(lines), trace.scope_of.get(node), bad)
+        return key
+
+    def add_leaf(t: Tensor) -> str:
+        key = leaf_key(t)
+        if key.startswith("module:"):
+            return key
+        name = trace.param_name.get(id(t))
+        label = (
+            f"{name}\n{_shape(t.shape)}" if name else f"input\n{_shape(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+        )
+        bad = False
+        if view == "backward" and t.grad is not None:
+            _, norm, ok = _summary(t.grad)
+            label += f"\ngrad norm {norm:.3g}"
+            bad = not ok
+        graph.add(key, "parameter" if name else "input", label, _parent(name) if name else None, bad)
+        return key
+
+    root = add_op(output.grad_fn)
+    graph.add("output", "output", f"output\n{_shape(output.shape)}")
+    connect(graph, root, "output", view)
+    stack, seen = [output.grad_fn], {output.grad_fn}
+    while stack:
+        node = stack.pop()
+        here = op_key(node)
+        for edge in node.edges:
+            if edge is None:
+                continue
+            source = edge[0]
+            if isinstance(source, Node):
+                key = add_op(source)
+                if source not in seen:
+                    seen.add(source)
+                    stack.append(source)
+            else:
+                key = add_leaf(source)
+            if key != here:
+                connect(graph, key, here, view)
+        if view == "forward" and trace.saved_bytes.get(node) and not here.startswith("module:"):
+            saved = f"saved:{id(node)}"
+            graph.add(
+                saved, "saved", f"saved for backward\n{_bytes(trace.saved_bytes[node])}", trace.scope_of.get(node)
+            )
+            graph.edges.add((saved, here, "dotted"))
+    return graph
+
+
+def connect(graph: Graph, source: str, consumer: str, view: str) -> None:
+    """Forward view: data flows from inputs to ops; backward view: grads flow back."""
+    graph.edges.add((source, consumer, "solid") if view == "forward" else (consumer, source, "solid"))
+
+
+def _parent(path: str) -> str | None:
+    """The enclosing module's path: "a.b" -> "a", "a" -> "" (the root), "" -> None."""
+    return None if not path else path.rsplit(".", 1)[0] if "." in path else ""
+
+
+def draw(
+    output: Tensor, trace: Trace | None = None, view: str = "forward", depth: int | None = None, name: str = "graph"
+) -> graphviz.Digraph:
+    """The graph behind `output` as a graphviz Digraph (`.render(path, format="svg")`)."""
+    graph = build(output, trace, view, depth)
+    dot = graphviz.Digraph(
+        name,
+        graph_attr={"rankdir": "TB" if view == "forward" else "BT", "fontsize": "10"},
+        node_attr={"fontsize": "10", "fontname": "Helvetica"},
+    )
+    kinds = {path: kind for path, kind in (trace.module_path.values() if trace else [])}
+    clusters: dict[str | None, list[str]] = {}
+    for key, info in graph.nodes.items():
+        clusters.setdefault(info["cluster"], []).append(key)
+    paths = _with_ancestors(p for p in clusters if p is not None)
+
+    def attrs(info: dict[str, Any]) -> dict[str, str]:
+        style = dict(STYLES[info["kind"]])
+        if info["bad"]:
+            style.update(STYLES["bad"])
+        return style
+
+    def emit(target: graphviz.Digraph, path: str | None) -> None:
+        for key in clusters.get(path, []):
+            target.node(key.replace(":", "_"), graph.nodes[key]["label"], **attrs(graph.nodes[key]))
+        for child in sorted(p for p in paths if _parent(p) == path or (path is None and p == "")):
+            with target.subgraph(name=f"cluster_{child or 'root'}") as sub:
+                label = f"{child} ({kinds.get(child, '')})" if child else kinds.get("", "model")
+                sub.attr(label=label, style="rounded", color="#999999", fontcolor="#555555")
+                emit(sub, child)
+
+    emit(dot, None)
+    for source, target, style in sorted(graph.edges):
+        dot.edge(source.replace(":", "_"), target.replace(":", "_"), style=style)
+    return dot
+
+
+def _with_ancestors(paths: Any) -> set[str]:
+    """Every module path that holds nodes, and every enclosing one (so nesting is complete)."""
+    out: set[str] = set()
+    for path in paths:
+        while path is not None:
+            out.add(path)
+            path = _parent(path)
+    return out
