@@ -238,7 +238,8 @@ def _accumulate(t: Tensor, g: Any, shared: bool) -> None:
     if isinstance(g, Tensor):  # create_graph: keep the grad's own graph, add out of place
         t.grad = g if t.grad is None else t.grad + g
     elif t.grad is None:
-        t.grad = Tensor._make(g.clone() if shared or g._is_view() else g, None)
+        # a view may alias someone else's tensor (compiled code cannot ask, so it copies too)
+        t.grad = Tensor._make(g.clone() if shared or torch.compiler.is_compiling() or g._is_view() else g, None)
     elif t.grad.requires_grad:
         t.grad = Tensor._make(t.grad.data + g, None)
     else:

@@ -66,7 +66,10 @@ class Node:
         parts of the graph, not as constants.
         """
         self._saved = values
-        self._versions = [v._version if isinstance(v, torch.Tensor) else None for v in values]
+        if torch.compiler.is_compiling():  # compiled code cannot read versions: nothing to check then
+            self._versions = [None] * len(values)
+        else:
+            self._versions = [v._version if isinstance(v, torch.Tensor) else None for v in values]
 
     def _link_saved(self, out: torch.Tensor) -> None:
         # Called once forward has returned: mark which saved tensors are inputs or the output.

@@ -57,7 +57,9 @@ class Tensor:
 
     __slots__ = ("__weakref__", "_hooks", "_slot", "data", "grad", "grad_fn", "requires_grad")
     __array_priority__ = 1000  # numpy defers to our reflected operators
-    __hash__ = object.__hash__  # == builds a Tensor, so hashing stays by identity
+
+    def __hash__(self) -> int:  # == builds a Tensor, so hashing stays by identity (in Python: compilable)
+        return id(self)
 
     def __init__(self, data: Any, requires_grad: bool = False):
         self.data = data if isinstance(data, torch.Tensor) else _to_torch(data)

@@ -1,0 +1,275 @@
+"""tinygraph against torch.autograd on the same model, in one process: parity first, then speed.
+
+    python tools/bench.py --config baby                  # CPU: eager and the compiled fast path
+    python tools/bench.py --config shakespeare_char      # GPU: adds bf16 and CUDA-graph rows
+    python tools/bench.py --config lstm                  # also against torch.nn.LSTM, for information
+
+1. Parity: the preset is built twice, with tinygraph and as a torch.nn twin (tools/
+   torch_twin.py) holding the same weights; one training step's loss and every
+   parameter's grad must agree (float64: relative error under 1e-9, float32: 1e-4). A
+   failed check is reported and no speed is measured. Dropout is off for this check
+   only (the two libraries draw different random masks).
+2. Speed: full training steps (forward, backward, AdamW, zero grad) of both, interleaved
+   A B A B after warm-up, the median of each; tokens per second; the ratio
+   tinygraph/torch; peak memory (CUDA: max allocated; CPU: the peak resident set of a
+   separate process per side); MFU on GPU.
+Writes a JSON record and a markdown table to runs/bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import tinygraph as tg  # noqa: E402
+from tools.torch_twin import TwinModel, matching_parameters  # noqa: E402
+from transformer.config import load_preset  # noqa: E402
+from transformer.model import LanguageModel  # noqa: E402
+
+VOCAB = 65
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
+
+
+def build(config_name: str, device: str, dtype: torch.dtype, dropout: float | None = None, seed: int = 0):
+    config = load_preset(config_name)
+    if dropout is not None:
+        config["model"]["dropout"] = dropout
+        for layer in config["layers"]:
+            layer.pop("dropout", None)
+            layer.pop("p", None)
+    torch.manual_seed(seed)
+    model = LanguageModel(config, VOCAB).to(dtype).to(device)
+    return model, config
+
+
+def batch(config: dict, device: str, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    B, T = config["train"]["batch_size"], config["model"]["block_size"]
+    x = torch.randint(0, VOCAB, (B, T), generator=gen)
+    y = torch.randint(0, VOCAB, (B, T), generator=gen)
+    return x.to(device), y.to(device)
+
+
+# ---- parity ------------------------------------------------------------------------------------
+def parity(config_name: str, device: str, dtype: torch.dtype) -> dict:
+    model, config = build(config_name, device, dtype, dropout=0.0)
+    twin = TwinModel(model)
+    x, y = batch(config, device)
+    _, loss = model(tg.Tensor(x), tg.Tensor(y))
+    loss.backward()
+    _, loss_t = twin(x, y)
+    loss_t.backward()
+    worst, where = 0.0, ""
+    for name, ours, theirs in matching_parameters(model, twin):
+        err = ((ours.grad.data - theirs.grad).norm() / theirs.grad.norm().clamp_min(1e-30)).item()
+        if err > worst:
+            worst, where = err, name
+    loss_err = abs(loss.item() - loss_t.item()) / abs(loss_t.item())
+    limit = 1e-9 if dtype == torch.float64 else 1e-4
+    return {"dtype": str(dtype).removeprefix("torch."), "loss": loss.item(), "torch_loss": loss_t.item(), "loss_rel_err": loss_err,
+            "worst_grad_rel_err": worst, "worst_grad": where, "limit": limit, "ok": max(worst, loss_err) < limit}  # fmt: skip
+
+
+# ---- steps -------------------------------------------------------------------------------------
+def tinygraph_step(model, opt, x, y):
+    _, loss = model(tg.Tensor(x), tg.Tensor(y))
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    return loss.data
+
+
+def torch_step(twin, opt, x, y):
+    _, loss = twin(x, y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def make_sides(config_name: str, device: str, modes: list[str]) -> dict:
+    """name -> a function running one training step (each side with its own model and optimizer)."""
+    sides = {}
+    for mode in modes:
+        model, config = build(config_name, device, torch.float32)
+        x, y = batch(config, device)
+        lr, wd = config["train"]["lr"], config["train"]["weight_decay"]
+        betas = (config["train"]["beta1"], config["train"]["beta2"])
+        if mode.startswith("tinygraph"):
+            opt = tg.optim.AdamW(model.optimizer_groups(wd), lr=lr, betas=betas)
+            step = (lambda m, o: lambda: tinygraph_step(m, o, x, y))(model, opt)
+            if mode == "tinygraph compiled":
+                compiled = torch.compile(lambda x, y, m=model, o=opt: tinygraph_step(m, o, x, y))
+                step = (lambda c: lambda: c(x, y))(compiled)
+        else:
+            twin = TwinModel(model, use_torch_lstm=mode == "torch.nn.LSTM")
+            opt = torch.optim.AdamW(twin.optimizer_groups(wd), lr=lr, betas=betas, foreach=True)
+            step = (lambda t, o: lambda: torch_step(t, o, x, y))(twin, opt)
+            if mode == "torch compiled":
+                compiled = torch.compile(lambda x, y, t=twin, o=opt: torch_step(t, o, x, y))
+                step = (lambda c: lambda: c(x, y))(compiled)
+        sides[mode] = step
+    return sides
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_interleaved(sides: dict, device: str, steps: int, warmup: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for i in range(warmup + steps):
+        for name, step in sides.items():
+            sync(device)
+            start = time.perf_counter()
+            step()
+            sync(device)
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def peak_memory(config_name: str, device: str, mode: str, steps: int) -> float:
+    """MB: the peak resident set (CPU) or max allocated (CUDA) of a fresh process running one side."""
+    code = (
+        "import sys, resource, torch; sys.path.insert(0, %r); from tools.bench import make_sides, sync; "
+        "step = make_sides(%r, %r, [%r])[%r]; "
+        "[step() for _ in range(%d)]; sync(%r); "
+        "print(torch.cuda.max_memory_allocated() / 2**20 if %r.startswith('cuda') "
+        "else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    ) % (str(ROOT), config_name, device, mode, mode, steps, device, device)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(f"the memory run of {mode} failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def baseline_memory(device: str) -> float:
+    """MB of a process that only imports torch and tinygraph: the floor both sides share."""
+    code = (
+        "import sys, resource, torch; sys.path.insert(0, %r); import tinygraph; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        % str(ROOT)
+    )
+    return (
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
+        if device == "cpu"
+        else 0.0
+    )
+
+
+def flops_per_token(model: LanguageModel, config: dict) -> float:
+    n = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("layers.1."))  # without positions
+    blocks = sum(layer.get("repeat", 1) for layer in config["layers"] if layer["type"] == "Block")
+    width = config["layers"][0]["dim"]
+    return 6 * n + 12 * blocks * width * config["model"]["block_size"]
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="baby", help="a preset: baby, shakespeare_char, lstm, rnn, seed (default: baby)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per side (default: 20)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
+    p.add_argument("--modes", default=None, help="comma-separated sides (default: all that apply)")
+    p.add_argument("--no-memory", action="store_true", help="skip the per-process peak memory runs")
+    args = p.parse_args(argv)
+    device = args.device
+
+    print(f"Parity of {args.config} on {device} (dropout off):")
+    checks = [parity(args.config, device, dtype) for dtype in (torch.float64, torch.float32)]
+    for c in checks:
+        print(f"  {c['dtype']}: loss {c['loss']:.6f} vs {c['torch_loss']:.6f}, worst grad relative error "
+              f"{c['worst_grad_rel_err']:.2e} ({c['worst_grad']}), limit {c['limit']:.0e}: {'ok' if c['ok'] else 'FAILED'}")  # fmt: skip
+    record = {"config": args.config, "device": device, "machine": machine(device), "torch": torch.__version__,
+              "date": datetime.now().isoformat(timespec="seconds"), "parity": checks,
+              "command": "python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])}  # fmt: skip
+    out_dir = ROOT / "runs" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{args.config}-{device.replace(':', '')}-{datetime.now():%Y%m%d-%H%M%S}"
+    if not all(c["ok"] for c in checks):
+        print("Parity failed: no speed is reported.")
+        (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2))
+        return 1
+
+    modes = args.modes.split(",") if args.modes else ["tinygraph", "torch", "tinygraph compiled", "torch compiled"]
+    if args.config == "lstm" and not args.modes:
+        modes.append("torch.nn.LSTM")
+    model, config = build(args.config, device, torch.float32)
+    tokens = config["train"]["batch_size"] * config["model"]["block_size"]
+    times = time_interleaved(make_sides(args.config, device, modes), device, args.steps, args.warmup)
+    floor = 0.0 if args.no_memory else baseline_memory(device)
+    rows = []
+    for mode in modes:
+        ms = statistics.median(times[mode])
+        row = {"mode": mode, "ms_per_step": ms, "tokens_per_s": tokens / ms * 1000}
+        if not args.no_memory:
+            row["peak_mb"] = peak_memory(args.config, device, mode, args.warmup + 3)
+        if device.startswith("cuda"):
+            peak = next((v for k, v in PEAK_FLOPS.items() if k in machine(device)), None)
+            row["mfu"] = flops_per_token(model, config) * row["tokens_per_s"] / peak if peak else None
+        rows.append(row)
+    reference = {r["mode"]: r for r in rows}
+    for row in rows:
+        peer = reference.get("torch compiled" if "compiled" in row["mode"] else "torch")
+        if row["mode"].startswith("tinygraph") and peer:
+            row["ratio"] = row["ms_per_step"] / peer["ms_per_step"]
+            if "peak_mb" in row:
+                row["memory_ratio"] = (row["peak_mb"] - floor) / max(1e-9, peer["peak_mb"] - floor)
+    record.update(rows=rows, memory_floor_mb=floor, tokens_per_step=tokens, steps=args.steps, warmup=args.warmup)
+    table = markdown(record)
+    print("\n" + table)
+    (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    (out_dir / f"{stem}.md").write_text(table + "\n")
+    print(f"\nWrote {out_dir / stem}.json and .md")
+    return 0
+
+
+def markdown(record: dict) -> str:
+    lines = [
+        f"`{record['command']}` on {record['machine']} (torch {record['torch']}, {record['date']}); "
+        f"{record['tokens_per_step']} tokens per step, median of {record['steps']} interleaved steps.",
+        "",
+        "| side | ms per step | tokens/s | tinygraph / torch | peak memory (MB) | memory ratio |"
+        + (" MFU |" if "cuda" in record["device"] else ""),
+        "|---|---|---|---|---|---|" + ("---|" if "cuda" in record["device"] else ""),
+    ]
+    for r in record["rows"]:
+        ratio = f"{r['ratio']:.2f}x" if "ratio" in r else ""
+        mem = f"{r['peak_mb']:.0f}" if "peak_mb" in r else ""
+        mem_ratio = f"{r['memory_ratio']:.2f}x" if "memory_ratio" in r else ""
+        mfu = f" {r['mfu']:.1%} |" if r.get("mfu") is not None else (" |" if "cuda" in record["device"] else "")
+        lines.append(
+            f"| {r['mode']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | {ratio} | {mem} | {mem_ratio} |{mfu}"
+        )
+    if record.get("memory_floor_mb"):
+        lines.append(
+            f"\nCPU memory ratios compare peak resident sets above the {record['memory_floor_mb']:.0f} MB that importing torch and tinygraph takes."
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
