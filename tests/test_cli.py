@@ -135,11 +135,26 @@ def test_fine_tuning_starts_from_the_parents_weights(files):
     assert all(torch.equal(parent[k], child[k]) for k in parent)
 
 
-def test_resume_continues_to_more_steps(files):
+def test_resume_continues_to_more_steps(files, capsys):
     run_train(files)
     assert train.main(["--resume", str(files / "run"), "--max-iters", "9", "--no-progress"]) == 0
     records = [json.loads(line) for line in (files / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if r["kind"] == "train"][-3:] == [7, 8, 9]
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 10))
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [0, 3, 6, 9]  # step 6 not evaluated twice
+    assert "no better validation loss" not in capsys.readouterr().out  # patience 0 is off: the lr is untouched
+    samples = (files / "run" / "samples.txt").read_text()
+    assert [int(s.split(",")[0]) for s in samples.split("--- step ")[1:]] == [0, 3, 6, 9]
+
+
+def test_resume_drops_what_the_interrupted_run_logged_after_its_checkpoint(files):
+    run_train(files)
+    metrics = files / "run" / "metrics.jsonl"
+    stale = [json.dumps({"kind": "train", "step": 7, "loss": 9.9, "lr": 0.1}), '{"kind": "train", "st']  # cut short
+    metrics.write_text(metrics.read_text() + "\n".join(stale))
+    assert train.main(["--resume", str(files / "run"), "--max-iters", "7", "--no-progress"]) == 0
+    steps = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["step"] for r in steps if r["kind"] == "train"] == list(range(1, 8))
+    assert all(r["loss"] != 9.9 for r in steps if r["kind"] == "train")
 
 
 def test_word_tokenizer(files):

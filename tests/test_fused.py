@@ -5,12 +5,20 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from op_specs import attention_inputs, cross_entropy_inputs, dropout_inputs, layer_norm_inputs
+from op_specs import Diff, attention_inputs, cross_entropy_inputs, dropout_inputs, layer_norm_inputs, shapes, values
 from test_ops import materialize
 
 import tinygraph as tg
 import tinygraph.nn.functional as F
+from tinygraph.ops import elementwise as E
 from tinygraph.ops import nn as N
+
+FUSED_TESTED = {"LayerNorm", "CrossEntropy", "ScaledDotProductAttention", "Gelu"}
+
+
+def test_every_op_with_a_composite_is_tested_against_it():
+    fused = {name for name, op in tg.OPS.items() if op.composite is not None}
+    assert fused == FUSED_TESTED, f"fused ops without a test against their composite: {fused - FUSED_TESTED}"
 
 
 def assert_same_values_and_grads(op, fused, composite, args, device):
@@ -115,3 +123,15 @@ def test_dropout_edge_probabilities(p):
     assert F.dropout(x, 0.5, training=False) is x
     with pytest.raises(ValueError, match="between 0 and 1"):
         F.dropout(x, 1.5)
+
+
+@given(data=st.data(), approximate=st.sampled_from(["none", "tanh"]))
+def test_gelu_equals_its_composition(device, data, approximate):
+    x = Diff(data.draw(shapes.flatmap(lambda s: values(s, -4, 4))))
+    assert_same_values_and_grads(
+        E.Gelu,
+        lambda x: F.gelu(x, approximate),
+        lambda x: E.gelu_composite(x, approximate),
+        (x,),
+        device,
+    )

@@ -100,29 +100,29 @@ def torch_step(twin, opt, x, y):
     return loss.detach()
 
 
-def make_sides(config_name: str, device: str, modes: list[str]) -> dict:
-    """name -> a function running one training step (each side with its own model and optimizer)."""
-    sides = {}
-    for mode in modes:
+class Side:
+    """One side of the comparison: its own model, optimizer and batch; calling it runs one step."""
+
+    def __init__(self, config_name: str, device: str, mode: str):
         model, config = build(config_name, device, torch.float32)
-        x, y = batch(config, device)
+        self.x, self.y = batch(config, device)
         lr, wd = config["train"]["lr"], config["train"]["weight_decay"]
         betas = (config["train"]["beta1"], config["train"]["beta2"])
         if mode.startswith("tinygraph"):
-            opt = tg.optim.AdamW(model.optimizer_groups(wd), lr=lr, betas=betas)
-            step = (lambda m, o: lambda: tinygraph_step(m, o, x, y))(model, opt)
-            if mode == "tinygraph compiled":
-                compiled = torch.compile(lambda x, y, m=model, o=opt: tinygraph_step(m, o, x, y))
-                step = (lambda c: lambda: c(x, y))(compiled)
+            self.model, self.step = model, tinygraph_step
+            self.opt = tg.optim.AdamW(model.optimizer_groups(wd), lr=lr, betas=betas)
         else:
-            twin = TwinModel(model, use_torch_lstm=mode == "torch.nn.LSTM")
-            opt = torch.optim.AdamW(twin.optimizer_groups(wd), lr=lr, betas=betas, foreach=True)
-            step = (lambda t, o: lambda: torch_step(t, o, x, y))(twin, opt)
-            if mode == "torch compiled":
-                compiled = torch.compile(lambda x, y, t=twin, o=opt: torch_step(t, o, x, y))
-                step = (lambda c: lambda: c(x, y))(compiled)
-        sides[mode] = step
-    return sides
+            self.model, self.step = TwinModel(model, use_torch_lstm=mode == "torch.nn.LSTM"), torch_step
+            self.opt = torch.optim.AdamW(self.model.optimizer_groups(wd), lr=lr, betas=betas, foreach=True)
+        if mode.endswith("compiled"):
+            self.step = torch.compile(self.step)
+
+    def __call__(self) -> torch.Tensor:
+        return self.step(self.model, self.opt, self.x, self.y)
+
+
+def make_sides(config_name: str, device: str, modes: list[str]) -> dict[str, Side]:
+    return {mode: Side(config_name, device, mode) for mode in modes}
 
 
 def sync(device: str) -> None:
@@ -144,31 +144,18 @@ def time_interleaved(sides: dict, device: str, steps: int, warmup: int) -> dict[
 
 
 def peak_memory(config_name: str, device: str, mode: str, steps: int) -> float:
-    """MB: the peak resident set (CPU) or max allocated (CUDA) of a fresh process running one side."""
+    """MB: the peak resident set (CPU) or max allocated (CUDA) of a fresh process that builds
+    one side and runs `steps` training steps (0: it only builds it: the floor to subtract)."""
     code = (
-        "import sys, resource, torch; sys.path.insert(0, %r); from tools.bench import make_sides, sync; "
-        "step = make_sides(%r, %r, [%r])[%r]; "
-        "[step() for _ in range(%d)]; sync(%r); "
-        "print(torch.cuda.max_memory_allocated() / 2**20 if %r.startswith('cuda') "
+        f"import sys, resource, torch; sys.path.insert(0, {str(ROOT)!r}); from tools.bench import Side, sync; "
+        f"step = Side({config_name!r}, {device!r}, {mode!r}); [step() for _ in range({steps})]; sync({device!r}); "
+        f"print(torch.cuda.max_memory_allocated() / 2**20 if {device!r}.startswith('cuda') "
         "else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
-    ) % (str(ROOT), config_name, device, mode, mode, steps, device, device)
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if out.returncode:
         raise RuntimeError(f"the memory run of {mode} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
-
-
-def baseline_memory(device: str) -> float:
-    """MB of a process that only imports torch and tinygraph: the floor both sides share."""
-    code = (
-        "import sys, resource, torch; sys.path.insert(0, %r); import tinygraph; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
-        % str(ROOT)
-    )
-    return (
-        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
-        if device == "cpu"
-        else 0.0
-    )
 
 
 def flops_per_token(model: LanguageModel, config: dict) -> float:
@@ -220,13 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     model, config = build(args.config, device, torch.float32)
     tokens = config["train"]["batch_size"] * config["model"]["block_size"]
     times = time_interleaved(make_sides(args.config, device, modes), device, args.steps, args.warmup)
-    floor = 0.0 if args.no_memory else baseline_memory(device)
     rows = []
     for mode in modes:
         ms = statistics.median(times[mode])
         row = {"mode": mode, "ms_per_step": ms, "tokens_per_s": tokens / ms * 1000}
-        if not args.no_memory:
+        if not args.no_memory:  # what training adds to the built model, each side in a process of its own
             row["peak_mb"] = peak_memory(args.config, device, mode, args.warmup + 3)
+            row["training_mb"] = row["peak_mb"] - peak_memory(args.config, device, mode, 0)
         if device.startswith("cuda"):
             peak = next((v for k, v in PEAK_FLOPS.items() if k in machine(device)), None)
             row["mfu"] = flops_per_token(model, config) * row["tokens_per_s"] / peak if peak else None
@@ -236,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         peer = reference.get("torch compiled" if "compiled" in row["mode"] else "torch")
         if row["mode"].startswith("tinygraph") and peer:
             row["ratio"] = row["ms_per_step"] / peer["ms_per_step"]
-            if "peak_mb" in row:
-                row["memory_ratio"] = (row["peak_mb"] - floor) / max(1e-9, peer["peak_mb"] - floor)
-    record.update(rows=rows, memory_floor_mb=floor, tokens_per_step=tokens, steps=args.steps, warmup=args.warmup)
+            if "training_mb" in row:
+                row["memory_ratio"] = row["training_mb"] / max(1e-9, peer["training_mb"])
+    record.update(rows=rows, tokens_per_step=tokens, steps=args.steps, warmup=args.warmup)
     table = markdown(record)
     print("\n" + table)
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2))
@@ -258,16 +245,18 @@ def markdown(record: dict) -> str:
     ]
     for r in record["rows"]:
         ratio = f"{r['ratio']:.2f}x" if "ratio" in r else ""
-        mem = f"{r['peak_mb']:.0f}" if "peak_mb" in r else ""
+        mem = f"{r['peak_mb']:.0f} | {r['training_mb']:.0f}" if "peak_mb" in r else " | "
         mem_ratio = f"{r['memory_ratio']:.2f}x" if "memory_ratio" in r else ""
         mfu = f" {r['mfu']:.1%} |" if r.get("mfu") is not None else (" |" if "cuda" in record["device"] else "")
         lines.append(
             f"| {r['mode']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | {ratio} | {mem} | {mem_ratio} |{mfu}"
         )
-    if record.get("memory_floor_mb"):
-        lines.append(
-            f"\nCPU memory ratios compare peak resident sets above the {record['memory_floor_mb']:.0f} MB that importing torch and tinygraph takes."
-        )
+    lines.append(
+        "\nPeak memory: "
+        + ("max allocated" if "cuda" in record["device"] else "the peak resident set")
+        + " of a separate process per side; 'of which training' subtracts the same process built but not"
+        " stepped; the memory ratio compares those."
+    )
     return "\n".join(lines)
 
 

@@ -140,9 +140,10 @@ def without_unknown(text: str, tokenizer: Tokenizer, what: str) -> str:
     if not unknown:
         return text
     shown = ", ".join(f"{t!r} x{n}" for t, n in unknown.most_common(10))
+    count, kinds = sum(unknown.values()), len(unknown)
     warnings.warn(
-        f"{what} holds {sum(unknown.values())} occurrences of {len(unknown)} tokens the model's vocabulary "
-        f"lacks ({shown}{', ...' if len(unknown) > 10 else ''}); they are left out.",
+        f"{what} holds {count} occurrence{'s' * (count != 1)} of {kinds} token{'s' * (kinds != 1)} the model's "
+        f"vocabulary lacks ({shown}{', ...' if kinds > 10 else ''}); {'they are' if count != 1 else 'it is'} left out.",
         stacklevel=2,
     )
     return "".join(t for t in tokenizer.split(text) if t not in unknown)

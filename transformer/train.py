@@ -140,6 +140,7 @@ class Trainer:
         self.args = args
         self.device = pick_device(args.device)
         self.step, self.best_val, self.best_step = 0, math.inf, -1
+        self.evaluated_at: int | None = None  # a step whose evaluation a resumed checkpoint already holds
         if args.resume and args.init_from:
             raise UserError("--resume continues a run and --init-from starts a new one from it; give only one.")
         if args.preset and args.config:
@@ -223,6 +224,8 @@ class Trainer:
         ckpt.atomic_write(self.out / ckpt.TOKENIZER, self.tokenizer.to_json().encode())
 
     def _setup_resume(self, run_dir: Path) -> None:
+        if not run_dir.is_dir():
+            raise UserError(f"The run directory {run_dir} does not exist; give the directory of the run to continue.")
         if not (run_dir / ckpt.CHECKPOINT).is_file():
             raise UserError(
                 f"{run_dir} holds no {ckpt.CHECKPOINT} to resume from; give the directory of a run that saved one."
@@ -274,13 +277,14 @@ class Trainer:
         return out
 
     # ---- checkpoints ---------------------------------------------------------------------------
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self, evaluated: bool) -> None:
         opt_tensors, opt_rest = ckpt.optimizer_tensors(self.optimizer.state_dict())
         rng = {"rng.torch": torch.get_rng_state(), "rng.data": self.data_gen.get_state()}
         if self.device.type == "cuda":
             rng["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         meta = {
             "step": self.step,
+            "evaluated": evaluated,  # whether this step's evaluation is done (resume skips it then)
             "best_val": self.best_val if math.isfinite(self.best_val) else None,
             "best_step": self.best_step,
             "optimizer": opt_rest,
@@ -308,13 +312,38 @@ class Trainer:
             if "rng.cuda" in tensors and self.device.type == "cuda":
                 torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
             self.step, self.best_step = meta["step"], meta["best_step"]
+            self.evaluated_at = self.step if meta["evaluated"] else None
         except (KeyError, ValueError, TypeError) as err:
             raise UserError(
                 f"The checkpoint {path} lacks the training state ({err}); it was not written by this trainer."
             ) from None
         self.best_val = meta["best_val"] if meta["best_val"] is not None else math.inf
+        self._truncate_logs()
         self.schedule.base_lrs = [self.train_cfg["lr"]] * len(self.schedule.base_lrs)
         self.schedule._apply()
+
+    def _truncate_logs(self) -> None:
+        """On resume: drop what the interrupted run logged after its checkpoint, so that the
+        metrics and samples read as one run."""
+        last_eval = self.step if self.evaluated_at is not None else self.step - 1
+        metrics = self.out / ckpt.METRICS
+        if metrics.is_file():
+            keep = []
+            for line in metrics.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by the kill
+                if record.get("step", 0) <= (self.step if record.get("kind") == "train" else last_eval):
+                    keep.append(line)
+            ckpt.atomic_write(metrics, "".join(f"{line}\n" for line in keep).encode())
+        samples = self.out / ckpt.SAMPLES
+        if samples.is_file():
+            sections = samples.read_text(encoding="utf-8").split("--- step ")
+            kept = [
+                sec for sec in sections[1:] if sec.split(",", 1)[0].isdigit() and int(sec.split(",", 1)[0]) <= last_eval
+            ]
+            ckpt.atomic_write(samples, "".join("--- step " + sec for sec in kept).encode())
 
     # ---- evaluating ------------------------------------------------------------------------------
     @tg.no_grad()
@@ -351,13 +380,12 @@ class Trainer:
             self.best_val, self.best_step = losses["val"], self.step
             meta = {"step": self.step, "val_loss": losses["val"]}
             ckpt.save_tensors(self.out / ckpt.BEST, ckpt.with_prefix("model", self.model.state_dict()), meta)
-        elif self.plateau.step(losses["val"]):
+        if self.train_cfg["patience"] and self.plateau.step(losses["val"]):
+            lr_now = self.optimizer.param_groups[0]["lr"]
             bar.write(
-                f"step {self.step}: no better validation loss for {self.train_cfg['patience']} evaluations; lr now {self.optimizer.param_groups[0]['lr']:.2e}"
+                f"step {self.step}: no better validation loss for {self.train_cfg['patience']} evaluations; lr now {lr_now:.2e}"
             )
-        if improved:
-            self.plateau.step(losses["val"])
-        self._save_checkpoint()
+        self._save_checkpoint(evaluated=True)
         self._log(
             {"kind": "eval", "step": self.step, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr}
         )
@@ -422,7 +450,8 @@ class Trainer:
             total=t["max_iters"], initial=self.step, unit="step", dynamic_ncols=True, disable=self.args.no_progress
         )
         while True:
-            if self.step % t["eval_interval"] == 0 or self.step == t["max_iters"]:
+            due = self.step % t["eval_interval"] == 0 or self.step == t["max_iters"]
+            if due and self.step != self.evaluated_at:
                 self._evaluate(bar)
             if self.step >= t["max_iters"]:
                 break

@@ -129,14 +129,14 @@ class LayerNorm(Function):
         _, dw, db = ctx.needs_input_grad
         features = ctx.features
         batch = tuple(range(x.ndim - len(features)))
-        xhat = (x - mean) * rstd  # recomputed: cheaper than keeping it
-        gxhat = g * weight if weight is not None else g
-        mean_g = gxhat.mean(features, keepdim=True)
-        mean_gx = (gxhat * xhat).mean(features, keepdim=True)
-        gx = (gxhat - mean_g - xhat * mean_gx) * rstd
+        xhat = (x - mean).mul_(rstd)  # recomputed: cheaper than keeping it
         gw = _sum_over(g * xhat, batch) if dw else None
         gb = _sum_over(g, batch) if db else None
-        return gx, gw, gb
+        gxhat = g * weight if weight is not None else g.clone()
+        mean_g = gxhat.mean(features, keepdim=True)
+        mean_gx = (gxhat * xhat).mean(features, keepdim=True)
+        # gx = (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)) * rstd, in place
+        return gxhat.sub_(mean_g).sub_(xhat.mul_(mean_gx)).mul_(rstd), gw, gb
 
 
 def _sum_over(t, dims):
@@ -185,15 +185,23 @@ class CrossEntropy(Function):
         return grad.mul_(scale / count if count is not None else scale), None
 
 
-def _scores(q, k, attn_mask, is_causal, scale):
-    """Scaled q.k scores with masked-out positions at -inf (shared by the forward and backward)."""
+def _attention_weights(q, k, attn_mask, is_causal, scale):
+    """softmax(q k^T * scale + mask): shared by the forward (with dropout) and the backward.
+
+    Masks become an additive bias (0 or -inf): torch's broadcast masked_fill and
+    logsumexp are several times slower on the CPU than an add and a softmax.
+    """
     s = (q @ k.mT).mul_(scale)
     if is_causal:
         L, S = s.shape[-2:]
-        s.masked_fill_(torch.ones(L, S, dtype=torch.bool, device=s.device).triu_(1), float("-inf"))
+        s.add_(torch.full((L, S), float("-inf"), dtype=s.dtype, device=s.device).triu_(1))
     if attn_mask is not None:
-        s = s.masked_fill_(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else s.add_(attn_mask)
-    return s
+        if attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros(attn_mask.shape, dtype=s.dtype, device=s.device).masked_fill_(
+                ~attn_mask, float("-inf")
+            )
+        s.add_(attn_mask)
+    return s.softmax(-1)
 
 
 def attention_composite(q, k, v, attn_mask=None, *, dropout_p=0.0, is_causal=False, scale=None):
@@ -210,8 +218,12 @@ def attention_composite(q, k, v, attn_mask=None, *, dropout_p=0.0, is_causal=Fal
 
 @register
 class ScaledDotProductAttention(Function):
-    """softmax(q k^T * scale + mask) v, keeping only q, k, v, the output and the row
-    log-sum-exp for backward: the (L, S) attention matrix is recomputed there, not stored."""
+    """softmax(q k^T * scale + mask) v. Only q, k, v and the output are kept for backward
+    (and the dropout mask, if any): the (L, S) attention weights are recomputed there.
+
+    Without dropout the forward is torch's fused attention kernel (a forward: no autograd
+    involved); with dropout it computes the weights itself, to know the mask it drew.
+    """
 
     composite = staticmethod(attention_composite)
 
@@ -219,21 +231,20 @@ class ScaledDotProductAttention(Function):
     def forward(ctx, q, k, v, attn_mask=None, *, dropout_p=0.0, is_causal=False, scale=None):
         ctx.scale = scale or 1 / math.sqrt(q.shape[-1])
         ctx.is_causal, ctx.dropout_p = is_causal, dropout_p
-        s = _scores(q, k, attn_mask, is_causal, ctx.scale)
-        lse = s.logsumexp(-1, keepdim=True)
-        p = s.sub_(lse).exp_()
         keep = None
         if dropout_p:
+            p = _attention_weights(q, k, attn_mask, is_causal, ctx.scale)
             keep = torch.rand_like(p) >= dropout_p
-            p.mul_(keep).mul_(1 / (1 - dropout_p))
-        out = p @ v
-        ctx.save_for_backward(q, k, v, attn_mask, out, lse, keep)
+            out = p.mul_(keep).mul_(1 / (1 - dropout_p)) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask, is_causal=is_causal, scale=ctx.scale)
+        ctx.save_for_backward(q, k, v, attn_mask, out, keep)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v, attn_mask, out, lse, keep = ctx.saved_tensors
-        p = _scores(q, k, attn_mask, ctx.is_causal, ctx.scale).sub_(lse).exp_()
+        q, k, v, attn_mask, out, keep = ctx.saved_tensors
+        p = _attention_weights(q, k, attn_mask, ctx.is_causal, ctx.scale)
         gp = g @ v.mT
         if keep is not None:
             p_used = p * keep * (1 / (1 - ctx.dropout_p))
