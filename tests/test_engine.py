@@ -298,3 +298,33 @@ def test_factories_and_conversions():
     assert repr(x).startswith("tensor([1.5000, 2.5000]") and "requires_grad=True" in repr(x)
     assert "grad_fn=<Mul>" in repr(x * 2)
     assert f"{x.sum():.1f}" == "4.0"
+
+
+def test_a_training_step_leaves_no_reference_cycles():
+    """Graphs must die by reference counting: a cycle would keep every saved tensor alive
+    until Python's garbage collector happened to run."""
+    import tinygraph.nn.functional as F
+
+    w = tg.randn(8, 8, requires_grad=True)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            x = tg.randn(4, 8)
+            h = F.layer_norm(F.gelu(F.linear(x, w)), 8).exp()  # fused ops and a saved output
+            F.cross_entropy(h, tg.tensor([0, 1, 2, 3])).backward()
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+def test_backward_releases_a_fused_ops_inputs():
+    x = tg.randn(3, 4, requires_grad=True)
+    h = x * 2
+    y = F.layer_norm(h, 4)
+    node = y.grad_fn
+    assert node.args[0] is h
+    y.sum().backward()
+    assert node.args is None and node._released
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        tg.grad(y.sum(), h, create_graph=True)

@@ -170,7 +170,7 @@ def _run(
                 node.release()
             if type(grads) is not tuple and type(grads) is not list:
                 grads = (grads,)
-            if len(grads) > len(node.edges) or any(node.edges[len(grads) :]):
+            if len(grads) != len(node.edges) and (len(grads) > len(node.edges) or any(node.edges[len(grads) :])):
                 raise RuntimeError(
                     f"{node.name}.backward returned {len(grads)} grads for {len(node.edges)} inputs; "
                     "return one per positional input that needs a grad (None where there is none)."
@@ -185,6 +185,9 @@ def _run(
                     g_in = g_in.to(dtype)
                 if node.stack is not None:
                     _check_finite(node, i, g_in)
+                if targets is None and type(dest) is Node and not dest.fn.multi_output:
+                    pending[dest] = g_in if dest not in pending else pending[dest] + g_in  # the common case
+                    continue
                 # The same grad object handed to two inputs (as `a + b` does) or given by
                 # the user must be copied before a leaf keeps it and later adds in place.
                 shared = id(g_in) in user_given or sum(x is g_in for x in grads) > 1
@@ -220,8 +223,10 @@ def _call_backward(node: Node, g: Any, create_graph: bool) -> Any:
 def _composite_backward(node: Node, g: Tensor) -> list:
     """A fused op under create_graph: differentiate its composite of primitive ops instead,
     so the recorded backward is itself differentiable to any order."""
+    if node.args is None:  # released by an earlier backward
+        raise node.freed_error()
     node.build_graph = True
-    _ = node.saved_tensors  # raises the retain_graph error if the graph was freed
+    _ = node.saved_tensors  # checks in-place changes
     args = node.args
     wanted = [i for i, e in enumerate(node.edges) if e is not None]
     with grad_mode.enable_grad():

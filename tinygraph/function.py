@@ -22,6 +22,7 @@ import torch
 from . import grad_mode
 
 OPS: dict[str, type[Function]] = {}
+OUTPUT = object()  # marks a saved tensor that is the op's own output
 
 
 def register(cls: type[Function]) -> type[Function]:
@@ -44,6 +45,7 @@ class Node:
     _retained: tuple = ()  # (slot, weakref) of non-leaf Tensors that asked for retain_grad()
     _released = False
     _saved: tuple = ()
+    _links: tuple = ()
     stack: str | None = None  # where the user's code called the op, kept in anomaly mode only
 
     def __init__(self, fn: type[Function], args: tuple):
@@ -73,11 +75,13 @@ class Node:
 
     def _link_saved(self, out: torch.Tensor) -> None:
         # Called once forward has returned: mark which saved tensors are inputs or the output.
+        # (The output is marked by a constant, not by the node itself: a node pointing to
+        # itself is a reference cycle that only Python's garbage collector would break.)
         links = []
         for v in self._saved:
             link = None
             if v is out:
-                link = self
+                link = OUTPUT
             elif isinstance(v, torch.Tensor):
                 for a in self.args:
                     if isinstance(a, Tensor) and a.data is v:
@@ -90,10 +94,7 @@ class Node:
     def saved_tensors(self) -> tuple:
         """What forward saved, checked against in-place changes and against reuse after release."""
         if self._released:
-            raise RuntimeError(
-                f"Trying to backward through {self.name} a second time, but its saved tensors were "
-                "already freed; pass retain_graph=True to the first backward() or grad() call."
-            )
+            raise self.freed_error()
         for v, version in zip(self._saved, self._versions):
             if version is not None and v._version != version:
                 where = f" Its forward was called at:\n{self.stack}" if self.stack else ""
@@ -104,24 +105,30 @@ class Node:
                 )
         if not self.build_graph:
             return self._saved
-        return tuple(_as_graph_tensor(v, link) for v, link in zip(self._saved, self._links))
+        return tuple(self._as_graph_tensor(v, link) for v, link in zip(self._saved, self._links))
+
+    def freed_error(self) -> RuntimeError:
+        return RuntimeError(
+            f"Trying to backward through {self.name} a second time, but its saved tensors were "
+            "already freed; pass retain_graph=True to the first backward() or grad() call."
+        )
+
+    def _as_graph_tensor(self, value: Any, link: Any) -> Any:
+        if isinstance(link, Tensor):
+            return link
+        if link is OUTPUT:
+            return Tensor._make(value, self)
+        return Tensor(value) if isinstance(value, torch.Tensor) else value
 
     def release(self) -> None:
-        """Free the saved tensors: backward has used them and the graph is not retained."""
+        """Free what backward needed: it has run and the graph is not retained."""
         if self._saved:
             self._released = True
-            self._saved = ()
+            self._saved = self._links = ()
+        self.args = None  # a fused op's inputs
 
     def __repr__(self) -> str:
         return f"<{self.name}>"
-
-
-def _as_graph_tensor(value: Any, link: Any) -> Any:
-    if isinstance(link, Tensor):
-        return link
-    if type(link) is Node:
-        return Tensor._make(value, link)
-    return Tensor(value) if isinstance(value, torch.Tensor) else value
 
 
 class Function:
@@ -157,26 +164,40 @@ class Function:
     def apply(cls, *args: Any, **kwargs: Any) -> Any:
         """Run the op on Tensors (or torch.Tensors) and record it when a grad is needed."""
         ctx = Node(cls, args)
-        edges = [_edge(a) for a in args] if grad_mode.state.enabled else [None] * len(args)
-        ctx.needs_input_grad = needs = tuple(e is not None for e in edges)
-        data = [a.data if isinstance(a, Tensor) else a for a in args]
+        record = grad_mode.state.enabled
+        data, edges, needs = [], [], []
+        has_tensor = recorded = False
+        for a in args:  # one pass: the torch data, and where each input's grad must go
+            if isinstance(a, Tensor):
+                has_tensor = True
+                data.append(a.data)
+                if record and a.requires_grad:
+                    recorded = True
+                    edges.append((a if a.grad_fn is None else a.grad_fn, a.data.shape, a.data.dtype, a._slot))
+                    needs.append(True)
+                    continue
+            else:
+                data.append(a)
+            edges.append(None)
+            needs.append(False)
+        ctx.needs_input_grad = tuple(needs)
         try:
             out = cls.forward(ctx, *data, **kwargs)
         except RuntimeError as err:
             _explain_device_mismatch(cls, args, err)
             raise
-        if not any(isinstance(a, Tensor) for a in args):
+        if not has_tensor:
             return out  # called from a backward formula on torch.Tensors
         extra: tuple = ()
         if not cls.multi_output and type(out) is tuple:
             out, *extra = out
 
-        recorded = any(needs)
         if recorded:
             ctx.edges = edges
             # shape, dtype and device of each output: zeros for unused outputs, and for viz
             ctx.outputs = [(o.shape, o.dtype, o.device) for o in (out if cls.multi_output else (out,))]
-            ctx._link_saved(out)
+            if ctx._saved:
+                ctx._link_saved(out)
             ctx.kwargs = kwargs
             if grad_mode.state.anomaly:
                 ctx.stack = _user_frames()
@@ -196,13 +217,6 @@ def _user_frames() -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     frames = [f for f in traceback.extract_stack() if not os.path.abspath(f.filename).startswith(here)]
     return "".join(traceback.format_list(frames))
-
-
-def _edge(arg: Any) -> tuple | None:
-    if not isinstance(arg, Tensor) or not arg.requires_grad:
-        return None
-    target = arg if arg.grad_fn is None else arg.grad_fn
-    return (target, arg.data.shape, arg.data.dtype, arg._slot)
 
 
 def _explain_device_mismatch(cls: type[Function], args: tuple, err: RuntimeError) -> None:

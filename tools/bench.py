@@ -147,15 +147,23 @@ def peak_memory(config_name: str, device: str, mode: str, steps: int) -> float:
     """MB: the peak resident set (CPU) or max allocated (CUDA) of a fresh process that builds
     one side and runs `steps` training steps (0: it only builds it: the floor to subtract)."""
     code = (
-        f"import sys, resource, torch; sys.path.insert(0, {str(ROOT)!r}); from tools.bench import Side, sync; "
+        f"import sys, torch; sys.path.insert(0, {str(ROOT)!r}); from tools.bench import Side, sync, peak_rss_mb; "
         f"step = Side({config_name!r}, {device!r}, {mode!r}); [step() for _ in range({steps})]; sync({device!r}); "
-        f"print(torch.cuda.max_memory_allocated() / 2**20 if {device!r}.startswith('cuda') "
-        "else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        f"print(torch.cuda.max_memory_allocated() / 2**20 if {device!r}.startswith('cuda') else peak_rss_mb())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if out.returncode:
         raise RuntimeError(f"the memory run of {mode} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set. Linux's VmHWM, not ru_maxrss: a child's ru_maxrss
+    starts from its parent's, since Linux keeps it across exec."""
+    with contextlib.suppress(OSError, StopIteration):
+        line = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def flops_per_token(model: LanguageModel, config: dict) -> float:

@@ -239,15 +239,17 @@ class Gelu(Function):
         if approximate not in ("none", "tanh"):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}.")
         ctx.approximate = approximate
-        ctx.save_for_backward(x)
-        return F.gelu(x, approximate=approximate)
+        out = F.gelu(x, approximate=approximate)
+        # the output costs no memory of its own: the next layer keeps the same tensor
+        ctx.save_for_backward(x, out)
+        return out
 
     @staticmethod
     def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        if ctx.approximate == "none":  # Phi(x) + x * phi(x)
+        x, out = ctx.saved_tensors
+        if ctx.approximate == "none":  # Phi(x) + x * phi(x), with Phi(x) = gelu(x) / x (1/2 at 0): no erf
             x_phi = (x * x).mul_(-0.5).exp_().mul_(x)
-            return torch.special.ndtr(x).add_(x_phi, alpha=INV_SQRT_2PI).mul_(g)
+            return out.div(x).nan_to_num_(nan=0.5).add_(x_phi, alpha=INV_SQRT_2PI).mul_(g)
         t = (x * x).mul_(0.044715).add_(1).mul_(x).mul_(SQRT_2_PI).tanh_()  # tanh of the inner term
         dinner = (x * x).mul_(3 * 0.044715 * SQRT_2_PI).add_(SQRT_2_PI)
         slope = (1 - t * t).mul_(dinner).mul_(x).mul_(0.5)
