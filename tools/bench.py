@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import platform
+import resource
 import statistics
 import subprocess
 import sys
