@@ -44,13 +44,13 @@ from .creation import (
 )
 from .function import OPS, Function, Node, register
 from .functions import *  # noqa: F403  (exp, sum, cat, where...: torch's top-level functions)
-from .grad_mode import detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .grad_mode import autocast, detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .tensor import Tensor
 
 __all__ = [
     "Tensor", "tensor", "Function", "Node", "OPS", "register", "nn", "optim",
-    "backward", "grad", "gradcheck", "gradgradcheck", "GradcheckError", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "detect_anomaly",
+    "autocast", "backward", "grad", "gradcheck", "gradgradcheck", "GradcheckError", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "detect_anomaly",
     "zeros", "ones", "full", "empty", "randn", "rand", "randint", "arange", "linspace", "eye",
     "zeros_like", "ones_like", "full_like", "empty_like", "randn_like", "rand_like",
     "float16", "bfloat16", "float32", "float64", "int32", "int64", "long", "bool", "device", "manual_seed",

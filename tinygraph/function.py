@@ -144,6 +144,8 @@ class Function:
     forward returns a tuple of them, and backward gets one grad per output (zeros for
     outputs that received none).
 
+    `autocast = "low"` or `"float32"` says where the op runs under mixed precision.
+
     A fused op may also set `composite`: the same function composed of primitive ops.
     Its hand-written backward serves first-order gradients; under create_graph the
     engine differentiates the composite instead, so higher orders stay exact.
@@ -151,6 +153,8 @@ class Function:
 
     composite: ClassVar[Any] = None
     multi_output: ClassVar[bool] = False
+    # under tinygraph.autocast: "low" casts floating inputs to its dtype, "float32" to float32
+    autocast: ClassVar[str | None] = None
 
     @staticmethod
     def forward(ctx: Node, *args: Any, **kwargs: Any) -> Any:
@@ -163,6 +167,8 @@ class Function:
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Any:
         """Run the op on Tensors (or torch.Tensors) and record it when a grad is needed."""
+        if cls.autocast is not None and grad_mode.state.autocast is not None:
+            args = _autocast(args, grad_mode.state.autocast if cls.autocast == "low" else torch.float32)
         ctx = Node(cls, args)
         record = grad_mode.state.enabled
         data, edges, needs = [], [], []
@@ -210,6 +216,11 @@ class Function:
             return tuple(Tensor._make(o, node, slot) for slot, o in enumerate(out))
         result = Tensor._make(out, node)
         return (result, *(Tensor._make(e, None) for e in extra)) if extra else result
+
+
+def _autocast(args: tuple, dtype: torch.dtype) -> tuple:
+    """Floating-point Tensor inputs cast to `dtype`, by recorded (differentiable) casts."""
+    return tuple(a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
 
 
 def _user_frames() -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 
 class _State:
     enabled = True  # record ops on the tape
     anomaly = False  # keep forward stacks and check every backward grad for NaN/Inf
     observer = None  # something watching ops, modules and backward (tinygraph.viz.Trace)
+    autocast = None  # the low-precision dtype of matrix products inside tinygraph.autocast
 
 
 state = _State()
@@ -64,3 +66,26 @@ class detect_anomaly(contextlib.ContextDecorator):
 
     def __exit__(self, *exc: object) -> None:
         state.anomaly = self.prev.pop()
+
+
+class autocast(contextlib.ContextDecorator):
+    """Mixed precision: inside, matrix products (linear, matmul, attention) run in `dtype`
+    (bfloat16 by default) while layer norm, softmax and cross-entropy run in float32.
+
+    Parameters stay float32 (the master weights); the casts are recorded ops, so grads
+    come back to each parameter in its own dtype. Like torch.autocast, for the forward
+    pass: run backward outside it.
+    """
+
+    def __init__(self, dtype: Any = None, enabled: bool = True):
+        import torch
+
+        self.dtype = (dtype or torch.bfloat16) if enabled else None
+        self.prev: list[Any] = []
+
+    def __enter__(self) -> None:
+        self.prev.append(state.autocast)
+        state.autocast = self.dtype
+
+    def __exit__(self, *exc: object) -> None:
+        state.autocast = self.prev.pop()

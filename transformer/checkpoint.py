@@ -120,7 +120,8 @@ def optimizer_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], d
                 tensors[f"{index}.{name}"] = value
             else:
                 scalars[f"{index}.{name}"] = value
-    return tensors, {"scalars": scalars, "param_groups": state["param_groups"]}
+    groups = [{k: float(v) if isinstance(v, torch.Tensor) else v for k, v in g.items()} for g in state["param_groups"]]
+    return tensors, {"scalars": scalars, "param_groups": groups}
 
 
 def optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:

@@ -113,9 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dtype",
-        choices=["float32", "float64"],
+        choices=["float32", "bfloat16", "float64"],
         default="float32",
-        help="parameter and compute dtype (default: float32)",
+        help="float32; bfloat16: mixed precision (float32 weights, bfloat16 matrix products); float64 (default: float32)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="the fast path: compile the whole training step (forward, backward, optimizer) with torch.compile, "
+        "on CUDA also captured in a CUDA graph; the first steps are slow while it compiles",
     )
     p.add_argument(
         "--init-from",
@@ -163,6 +169,14 @@ class Trainer:
         self.data_gen = torch.Generator().manual_seed(args.seed + 1)
         if args.resume:
             self._restore_state()
+        self.autocast = tg.autocast(torch.bfloat16, enabled=args.dtype == "bfloat16")
+        self.step_fn = self.model_step
+        if args.compile:
+            for group in self.optimizer.param_groups:  # a tensor lr: schedules change it without a recompile
+                group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+            self.step_fn = torch.compile(
+                self.model_step, mode="reduce-overhead" if self.device.type == "cuda" else None
+            )
 
     # ---- setting up --------------------------------------------------------------------------
     def _flag_overrides(self) -> dict[str, dict[str, Any]]:
@@ -356,7 +370,8 @@ class Trainer:
             losses = []
             for _ in range(self.train_cfg["eval_iters"]):
                 x, y = get_batch(data, self.train_cfg["batch_size"], self.block_size, gen)
-                _, loss = self.model(tg.Tensor(x.to(self.device)), tg.Tensor(y.to(self.device)))
+                with self.autocast:
+                    _, loss = self.model(tg.Tensor(x.to(self.device)), tg.Tensor(y.to(self.device)))
                 losses.append(loss.item())
             out[name] = sum(losses) / len(losses)
         self.model.train()
@@ -374,14 +389,14 @@ class Trainer:
 
     def _evaluate(self, bar: tqdm) -> None:
         losses = self.estimate_losses()
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = float(self.optimizer.param_groups[0]["lr"])
         improved = losses["val"] < self.best_val
         if improved:
             self.best_val, self.best_step = losses["val"], self.step
             meta = {"step": self.step, "val_loss": losses["val"]}
             ckpt.save_tensors(self.out / ckpt.BEST, ckpt.with_prefix("model", self.model.state_dict()), meta)
         if self.train_cfg["patience"] and self.plateau.step(losses["val"]):
-            lr_now = self.optimizer.param_groups[0]["lr"]
+            lr_now = float(self.optimizer.param_groups[0]["lr"])
             bar.write(
                 f"step {self.step}: no better validation loss for {self.train_cfg['patience']} evaluations; lr now {lr_now:.2e}"
             )
@@ -423,15 +438,21 @@ class Trainer:
         ckpt.atomic_write(self.out / ckpt.PLOT, buf.getvalue())
 
     # ---- training --------------------------------------------------------------------------------
+    def model_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward, backward, clipping and the optimizer's update: what --compile compiles."""
+        with self.autocast:
+            _, loss = self.model(tg.Tensor(x), tg.Tensor(y))
+        loss.backward()
+        if self.train_cfg["grad_clip"]:
+            clip_grad_norm_(self.model.parameters(), self.train_cfg["grad_clip"])
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return loss.data
+
     def train_step(self) -> float:
         t = self.train_cfg
         x, y = get_batch(self.splits.train, t["batch_size"], self.block_size, self.data_gen)
-        _, loss = self.model(tg.Tensor(x.to(self.device)), tg.Tensor(y.to(self.device)))
-        loss.backward()
-        if t["grad_clip"]:
-            clip_grad_norm_(self.model.parameters(), t["grad_clip"])
-        self.optimizer.step()
-        self.optimizer.zero_grad()
+        loss = self.step_fn(x.to(self.device), y.to(self.device))
         self.schedule.step()
         return loss.item()
 
@@ -458,7 +479,7 @@ class Trainer:
             tick = time.perf_counter()
             loss = self.train_step()
             self.step += 1
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = float(self.optimizer.param_groups[0]["lr"])
             self._log({"kind": "train", "step": self.step, "loss": loss, "lr": lr})
             rate = tokens_per_step / (time.perf_counter() - tick)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}", refresh=False)

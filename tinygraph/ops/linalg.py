@@ -9,6 +9,8 @@ from ..function import Function, register
 class MatMul(Function):
     """`a @ b` for inputs of at least 2 dims, batch dims broadcasting (`matmul` adds 1-D)."""
 
+    autocast = "low"
+
     @staticmethod
     def forward(ctx, a, b):
         da, db = ctx.needs_input_grad

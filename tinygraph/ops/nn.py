@@ -21,6 +21,8 @@ from ..function import Function, register
 class Linear(Function):
     """y = x @ weight.T + bias, with x of shape (..., in) and weight (out, in)."""
 
+    autocast = "low"
+
     @staticmethod
     def forward(ctx, x, weight, bias=None):
         dx, dw, _ = ctx.needs_input_grad
@@ -57,6 +59,8 @@ class Embedding(Function):
 
 @register
 class Softmax(Function):
+    autocast = "float32"
+
     @staticmethod
     def forward(ctx, x, dim):
         out = x.softmax(dim)
@@ -72,6 +76,8 @@ class Softmax(Function):
 
 @register
 class LogSoftmax(Function):
+    autocast = "float32"
+
     @staticmethod
     def forward(ctx, x, dim):
         out = x.log_softmax(dim)
@@ -113,6 +119,8 @@ def layer_norm_composite(x, weight=None, bias=None, *, normalized_shape, eps=1e-
 @register
 class LayerNorm(Function):
     """Normalize over the trailing `normalized_shape` dims (biased variance), then scale and shift."""
+
+    autocast = "float32"
 
     composite = staticmethod(layer_norm_composite)
 
@@ -159,6 +167,8 @@ class CrossEntropy(Function):
     Its grad is softmax(logits) - onehot(target), scaled; no log-softmax is kept.
     Targets equal to `ignore_index` add nothing, and `mean` averages over the others.
     """
+
+    autocast = "float32"
 
     composite = staticmethod(cross_entropy_composite)
 
@@ -224,6 +234,8 @@ class ScaledDotProductAttention(Function):
     Without dropout the forward is torch's fused attention kernel (a forward: no autograd
     involved); with dropout it computes the weights itself, to know the mask it drew.
     """
+
+    autocast = "low"
 
     composite = staticmethod(attention_composite)
 

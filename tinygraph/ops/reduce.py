@@ -116,6 +116,8 @@ class Amax(Function):
 
 @register
 class LogSumExp(Function):
+    autocast = "float32"
+
     @staticmethod
     def forward(ctx, x, dim, keepdim=False):
         ctx.dims, ctx.keepdim = normalize_dims(dim, x.ndim), keepdim

@@ -6,7 +6,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
 from .optimizer import Optimizer
+
+
+def set_lr(group: dict[str, Any], value: float) -> None:
+    """Set a group's lr; a tensor lr (as a compiled step needs) is filled in place."""
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value
 
 
 def warmup_cosine(step: int, warmup_iters: int, decay_iters: int, min_ratio: float) -> float:
@@ -29,7 +39,7 @@ class WarmupCosineLR:
     def __init__(self, optimizer: Optimizer, warmup_iters: int, decay_iters: int, min_lr: float):
         self.optimizer = optimizer
         self.warmup_iters, self.decay_iters = warmup_iters, decay_iters
-        self.base_lrs = [g.setdefault("initial_lr", g["lr"]) for g in optimizer.param_groups]
+        self.base_lrs = [float(g.setdefault("initial_lr", float(g["lr"]))) for g in optimizer.param_groups]
         self.min_ratio = min_lr / self.base_lrs[0] if self.base_lrs[0] else 0.0
         self.last_step, self.scale = 0, 1.0
         self._apply()
@@ -37,14 +47,14 @@ class WarmupCosineLR:
     def _apply(self) -> None:
         factor = warmup_cosine(self.last_step, self.warmup_iters, self.decay_iters, self.min_ratio) * self.scale
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = base * factor
+            set_lr(group, base * factor)
 
     def step(self) -> None:
         self.last_step += 1
         self._apply()
 
     def get_last_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
+        return [float(g["lr"]) for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_step": self.last_step, "scale": self.scale, "base_lrs": self.base_lrs}
@@ -93,7 +103,7 @@ class ReduceLROnPlateau:
             self.schedule._apply()
         else:
             for group in self.optimizer.param_groups:
-                group["lr"] = max(group["lr"] * self.factor, self.min_lr)
+                set_lr(group, max(float(group["lr"]) * self.factor, self.min_lr))
         return True
 
     def state_dict(self) -> dict[str, Any]:

@@ -6,7 +6,6 @@ kernels (one kernel per step for all tensors, not one per parameter).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,7 +15,11 @@ from ..tensor import Tensor
 
 
 class Optimizer:
-    """Holds parameter groups (dicts of params and hyperparameters) and per-parameter state."""
+    """Holds parameter groups (dicts of params and hyperparameters) and per-parameter state.
+
+    A group's `lr` may be a 0-dim tensor instead of a number: a compiled training step
+    then reads it without recompiling when a schedule changes it.
+    """
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
         self.defaults = defaults
@@ -108,7 +111,7 @@ class SGD(Optimizer):
                         state["momentum_buffer"].mul_(group["momentum"]).add_(g, alpha=1 - group["dampening"])
                     bufs.append(state["momentum_buffer"])
                 grads = torch._foreach_add(grads, bufs, alpha=group["momentum"]) if group["nesterov"] else bufs
-            torch._foreach_add_([p.data for p in params], grads, alpha=-group["lr"])
+            torch._foreach_sub_([p.data for p in params], torch._foreach_mul(grads, group["lr"]))
 
 
 class Adam(Optimizer):
@@ -138,19 +141,28 @@ class Adam(Optimizer):
             torch._foreach_lerp_(m, grads, 1 - beta1)
             torch._foreach_mul_(v, beta2)
             torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
-            for s in states:
-                s["step"] += 1
-            correction1 = [1 - beta1 ** s["step"] for s in states]
-            correction2 = [math.sqrt(1 - beta2 ** s["step"]) for s in states]
+            # Step counts are 0-dim tensors and the bias corrections tensor ops: no Python number
+            # comes back from the device, so the update compiles and can be captured in a CUDA graph.
+            steps = [s["step"] for s in states]
+            torch._foreach_add_(steps, 1)
+            correction2 = torch._foreach_pow(beta2, steps)  # then sqrt(1 - beta2^t)
+            torch._foreach_neg_(correction2)
+            torch._foreach_add_(correction2, 1)
+            torch._foreach_sqrt_(correction2)
+            step_size = torch._foreach_pow(beta1, steps)  # then -lr / (1 - beta1^t)
+            torch._foreach_sub_(step_size, 1)
+            torch._foreach_reciprocal_(step_size)
+            torch._foreach_mul_(step_size, lr)
             denom = torch._foreach_sqrt(v)
             torch._foreach_div_(denom, correction2)
             torch._foreach_add_(denom, eps)
-            torch._foreach_addcdiv_(data, m, denom, [-lr / c for c in correction1])
+            torch._foreach_div_(denom, step_size)
+            torch._foreach_addcdiv_(data, m, denom)  # p -= lr / (1 - beta1^t) * m / denom
 
     def _state(self, p: Tensor) -> dict[str, Any]:
         if p not in self.state:
             self.state[p] = {
-                "step": 0,
+                "step": torch.zeros((), dtype=torch.float64, device=p.device),
                 "exp_avg": torch.zeros_like(p.data),
                 "exp_avg_sq": torch.zeros_like(p.data),
             }

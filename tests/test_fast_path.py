@@ -1,0 +1,112 @@
+"""The fast path (the whole step under torch.compile) and mixed precision (tinygraph.autocast)."""
+
+import json
+
+import pytest
+import torch
+
+import tinygraph as tg
+import tinygraph.nn.functional as F
+from transformer import train
+from transformer.config import parse
+from transformer.model import LanguageModel
+
+GPT = """
+[model]
+block_size = 16
+[train]
+batch_size = 4
+max_iters = 4
+eval_interval = 4
+eval_iters = 1
+warmup_iters = 1
+sample_chars = 0
+[[layers]]
+type = "Embedding"
+dim = 16
+[[layers]]
+type = "PositionalEmbedding"
+[[layers]]
+type = "Block"
+heads = 2
+[[layers]]
+type = "LayerNorm"
+[[layers]]
+type = "TemporalDense"
+out = "vocab"
+tied = true
+[[layers]]
+type = "CrossEntropyLoss"
+"""
+
+
+def train_losses(tmp_path, name, *flags):
+    (tmp_path / "gpt.toml").write_text(GPT)
+    (tmp_path / "corpus.txt").write_text("abcd efgh ijkl mnop " * 30)
+    args = ["--config", str(tmp_path / "gpt.toml"), "--corpus", str(tmp_path / "corpus.txt"), "--no-progress"]
+    assert train.main([*args, "--out-dir", str(tmp_path / name), "--device", "cpu", *flags]) == 0
+    records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if r["kind"] == "train"]
+
+
+def test_the_whole_training_step_traces_as_one_graph():
+    """No graph break anywhere in forward, the hand-written backward, clipping or AdamW."""
+    model = LanguageModel(parse(GPT, "test"), 11)
+    opt = tg.optim.AdamW(model.optimizer_groups(0.1), lr=torch.tensor(1e-3))
+
+    def step(x, y):
+        _, loss = model(tg.Tensor(x), tg.Tensor(y))
+        loss.backward()
+        tg.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        return loss.data
+
+    x, y = torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8))
+    compiled = torch.compile(step, backend="eager", fullgraph=True)  # fullgraph: a break is an error
+    for _ in range(3):
+        compiled(x, y)
+
+
+def test_compile_flag_trains_like_eager(tmp_path):
+    eager = train_losses(tmp_path, "eager")
+    compiled = train_losses(tmp_path, "compiled", "--compile")
+    assert compiled == pytest.approx(eager, rel=1e-4)
+
+
+def test_bfloat16_trains_close_to_float32(tmp_path):
+    full = train_losses(tmp_path, "f32")
+    mixed = train_losses(tmp_path, "bf16", "--dtype", "bfloat16")
+    assert mixed == pytest.approx(full, abs=0.05) and mixed != full
+
+
+def test_autocast_runs_matrix_products_low_and_normalizations_in_float32():
+    w = tg.randn(8, 4, requires_grad=True)
+    x = tg.randn(3, 4)
+    with tg.autocast(torch.bfloat16):
+        h = F.linear(x, w)
+        attn = F.scaled_dot_product_attention(h.unsqueeze(0), h.unsqueeze(0), h.unsqueeze(0))
+        normed = F.layer_norm(attn, 8)
+        probs = normed.softmax(-1)
+        loss = F.cross_entropy(normed[0], tg.tensor([1, 2, 3]))
+    assert (h.dtype, attn.dtype) == (torch.bfloat16, torch.bfloat16)
+    assert (normed.dtype, probs.dtype, loss.dtype) == (torch.float32,) * 3
+    loss.backward()
+    assert w.grad.dtype == torch.float32  # the master weight gets its grad in its own dtype
+    with tg.autocast(enabled=False):
+        assert F.linear(x, w).dtype == torch.float32
+
+
+def test_autocast_matches_torch_autocast_closely():
+    torch.manual_seed(0)
+    w, x = torch.randn(16, 8), torch.randn(5, 8)
+    ours = tg.Tensor(w.clone(), requires_grad=True)
+    with tg.autocast(torch.bfloat16):
+        out = F.gelu(F.linear(tg.Tensor(x), ours)).sum()
+    out.backward()
+    theirs = w.clone().requires_grad_()
+    with torch.autocast("cpu", torch.bfloat16):
+        out_t = torch.nn.functional.gelu(torch.nn.functional.linear(x, theirs)).sum()
+    out_t.backward()
+    torch.testing.assert_close(out.data.float(), out_t.float(), rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(ours.grad.data, theirs.grad, rtol=2e-2, atol=2e-2)
