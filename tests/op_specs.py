@@ -374,6 +374,19 @@ def masked_fill_inputs(draw):
     return (Diff(draw(values(shape))), mask, draw(st.floats(-3, 3))), {}
 
 
+@st.composite
+def lstm_cell_inputs(draw):
+    B, H = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    shapes4 = [(B, 4 * H), (B, H), (B, H), (4 * H, H)]
+    return tuple(Diff(draw(values(s, -1.5, 1.5))) for s in shapes4), {}
+
+
+def _lstm_cell_torch(lib, F, gates_x, h, c, w):
+    from tinygraph.ops.nn import lstm_cell_composite  # written with methods torch shares
+
+    return lstm_cell_composite(gates_x, h, c, w)
+
+
 def _positive(s):
     return values(s, 0.3, 2.5)
 
@@ -477,6 +490,14 @@ SPECS: dict[str, list[Spec]] = {
     ],
     "CrossEntropy": [
         Spec(cross_entropy_inputs(), lambda lib, F, x, t, reduction: F.cross_entropy(x, t, reduction=reduction))
+    ],
+    "LSTMCell": [
+        Spec(lstm_cell_inputs(), lambda lib, F, gx, h, c, w: F.lstm_cell(gx, h, c, w), torch_call=_lstm_cell_torch),
+        Spec(
+            lstm_cell_inputs(),
+            lambda lib, F, gx, h, c, w: F.lstm_cell(gx, h, c, w)[1],
+            torch_call=lambda lib, F, *a: _lstm_cell_torch(lib, F, *a)[1],
+        ),
     ],
     "ScaledDotProductAttention": [
         Spec(

@@ -5,7 +5,16 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from op_specs import Diff, attention_inputs, cross_entropy_inputs, dropout_inputs, layer_norm_inputs, shapes, values
+from op_specs import (
+    Diff,
+    attention_inputs,
+    cross_entropy_inputs,
+    dropout_inputs,
+    layer_norm_inputs,
+    lstm_cell_inputs,
+    shapes,
+    values,
+)
 from test_ops import materialize
 
 import tinygraph as tg
@@ -13,7 +22,7 @@ import tinygraph.nn.functional as F
 from tinygraph.ops import elementwise as E
 from tinygraph.ops import nn as N
 
-FUSED_TESTED = {"LayerNorm", "CrossEntropy", "ScaledDotProductAttention", "Gelu"}
+FUSED_TESTED = {"LayerNorm", "CrossEntropy", "ScaledDotProductAttention", "Gelu", "LSTMCell"}
 
 
 def test_every_op_with_a_composite_is_tested_against_it():
@@ -133,5 +142,17 @@ def test_gelu_equals_its_composition(device, data, approximate):
         lambda x: F.gelu(x, approximate),
         lambda x: E.gelu_composite(x, approximate),
         (x,),
+        device,
+    )
+
+
+@given(data=st.data(), which=st.sampled_from([0, 1]))
+def test_lstm_cell_equals_its_gates(device, data, which):
+    args, _ = data.draw(lstm_cell_inputs())
+    assert_same_values_and_grads(
+        N.LSTMCell,
+        lambda *a: F.lstm_cell(*a)[which],
+        lambda *a: N.lstm_cell_composite(*a)[which],
+        args,
         device,
     )

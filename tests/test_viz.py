@@ -88,8 +88,9 @@ def test_an_lstm_unrolled_over_three_steps():
     graph = viz.build(out, trace, "backward")
     names = [n["label"].split("\n")[0].split()[-1] for n in graph.nodes.values() if n["kind"] == "op"]
     assert names.count("Unbind") == 1 and names.count("Stack") == 1
-    assert names.count("Split") == 3  # the gates, once per step
-    assert names.count("Sigmoid") == 9 and names.count("Tanh") == 6
+    assert names.count("LSTMCell") == 3  # one fused node per step
+    cells = [n for n in graph.nodes.values() if n["label"].split("\n")[0].endswith("LSTMCell")]
+    assert all("grad 1: (1, 4)" in n["label"] and "grad 3: (16, 4)" in n["label"] for n in cells)  # h and W_hh
 
 
 def test_collapsing_a_two_block_model():
@@ -163,7 +164,7 @@ def test_the_tool_renders_a_block_by_default(tmp_path):
 @pytest.mark.parametrize(
     "args,expect",
     [
-        (["--layer", "LSTM", "--timesteps", "3"], "Sigmoid"),
+        (["--layer", "LSTM", "--timesteps", "3"], "LSTMCell"),
         (["--preset", "baby", "--repeat", "2", "--depth", "2"], "collapsed"),
     ],
 )

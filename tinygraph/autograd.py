@@ -207,20 +207,23 @@ def _nodes_leading_to(order: list[Node], target_of: dict, target_nodes: set) -> 
 
 
 def _call_backward(node: Node, g: Any, create_graph: bool) -> Any:
+    if node.fn.multi_output:  # outputs nobody used get zeros
+        g = [
+            gi if gi is not None else _zeros(shape, dtype, device, create_graph)
+            for gi, (shape, dtype, device) in zip(g, node.outputs)
+        ]
     if create_graph and node.fn.composite is not None:
         return _composite_backward(node, g)
     node.build_graph = create_graph
-    if node.fn.multi_output:  # outputs nobody used get zeros
-        zeros = [
-            torch.zeros(shape, dtype=dtype, device=device) if gi is None else None
-            for gi, (shape, dtype, device) in zip(g, node.outputs)
-        ]
-        grads = [gi if gi is not None else Tensor(z) if create_graph else z for gi, z in zip(g, zeros)]
-        return node.fn.backward(node, *grads)
-    return node.fn.backward(node, g)
+    return node.fn.backward(node, *g) if node.fn.multi_output else node.fn.backward(node, g)
 
 
-def _composite_backward(node: Node, g: Tensor) -> list:
+def _zeros(shape: Any, dtype: Any, device: Any, as_tensor: bool) -> Any:
+    zeros = torch.zeros(shape, dtype=dtype, device=device)
+    return Tensor(zeros) if as_tensor else zeros
+
+
+def _composite_backward(node: Node, g: Any) -> list:
     """A fused op under create_graph: differentiate its composite of primitive ops instead,
     so the recorded backward is itself differentiable to any order."""
     if node.args is None:  # released by an earlier backward
@@ -231,7 +234,8 @@ def _composite_backward(node: Node, g: Tensor) -> list:
     wanted = [i for i, e in enumerate(node.edges) if e is not None]
     with grad_mode.enable_grad():
         out = node.fn.composite(*args, **node.kwargs)
-    local = _run([out], [g], True, True, targets=[args[i] for i in wanted], stop_at_targets=True)
+    outs, grads_out = (list(out), list(g)) if node.fn.multi_output else ([out], [g])
+    local = _run(outs, grads_out, True, True, targets=[args[i] for i in wanted], stop_at_targets=True)
     grads: list = [None] * len(args)
     for i, gi in zip(wanted, local):
         grads[i] = gi

@@ -8,6 +8,7 @@ import math
 
 import torch
 
+import tinygraph.nn.functional as F
 from tinygraph import Tensor, nn, stack
 
 
@@ -60,9 +61,7 @@ class LSTM(Recurrent):
         h, c = state if state is not None else (zeros, zeros)
         outputs = []
         for xw_t in xw.unbind(1):
-            i, f, g, o = (xw_t + h @ self.weight_hh.mT).chunk(4, -1)
-            c = f.sigmoid() * c + i.sigmoid() * g.tanh()
-            h = o.sigmoid() * c.tanh()
+            h, c = F.lstm_cell(xw_t, h, c, self.weight_hh)  # one fused op per step (its composite: the gates)
             outputs.append(h)
         return stack(outputs, 1)
 

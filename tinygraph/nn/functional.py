@@ -102,6 +102,12 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     return err.mean() if reduction == "mean" else err.sum() if reduction == "sum" else err
 
 
+def lstm_cell(gates_x: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor) -> tuple[Tensor, Tensor]:
+    """One LSTM step: (h, c) from the input's gate terms (B, 4H), the previous h and c (B, H)
+    and the hidden weights (4H, H); gates in torch's order (input, forget, cell, output)."""
+    return N.LSTMCell.apply(gates_x, h, c, weight_hh)
+
+
 def scaled_dot_product_attention(
     query: Tensor,
     key: Tensor,

@@ -267,3 +267,46 @@ class ScaledDotProductAttention(Function):
         # softmax backward; the row sum of gp * p equals the row sum of g * out
         gs = p.mul_(gp.sub_((g * out).sum(-1, keepdim=True))).mul_(ctx.scale)
         return gs @ k, gs.mT @ q, gv, None
+
+
+def lstm_cell_composite(gates_x, h, c, weight_hh):
+    i, f, g, o = (gates_x + h @ weight_hh.mT).chunk(4, -1)
+    c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+    return o.sigmoid() * c.tanh(), c
+
+
+@register
+class LSTMCell(Function):
+    """One LSTM step, torch's gate order (input, forget, cell, output), as one node with two
+    outputs, (h, c). `gates_x` (B, 4H) is the input's share of the gates, computed for all
+    steps at once by the layer. A dozen small ops per step become one: in an unrolled
+    sequence that is most of the time."""
+
+    multi_output = True
+    composite = staticmethod(lstm_cell_composite)
+
+    @staticmethod
+    def forward(ctx, gates_x, h, c, weight_hh):
+        gates = torch.addmm(gates_x, h, weight_hh.mT)
+        i, f, g, o = gates.chunk(4, 1)
+        i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()  # in place: gates now holds the activations
+        c_next = torch.addcmul(f * c, i, g)
+        tanh_c = c_next.tanh()
+        ctx.save_for_backward(h, c, weight_hh, gates, tanh_c)
+        return o * tanh_c, c_next
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c):
+        h, c, weight_hh, gates, tanh_c = ctx.saved_tensors
+        i, f, g, o = gates.chunk(4, 1)
+        grad_c = grad_h * o * (1 - tanh_c * tanh_c) + grad_c  # through h = o * tanh(c), plus c's own
+        grad_gates = torch.cat(
+            [
+                grad_c * g * i * (1 - i),  # sigmoid' = s (1 - s)
+                grad_c * c * f * (1 - f),
+                grad_c * i * (1 - g * g),  # tanh' = 1 - t^2
+                grad_h * tanh_c * o * (1 - o),
+            ],
+            1,
+        )
+        return grad_gates, grad_gates @ weight_hh, grad_c * f, grad_gates.mT @ h
