@@ -49,13 +49,16 @@ def train_losses(tmp_path, name, *flags):
     return [r["loss"] for r in records if r["kind"] == "train"]
 
 
-def test_the_whole_training_step_traces_as_one_graph():
-    """No graph break anywhere in forward, the hand-written backward, clipping or AdamW."""
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_the_whole_training_step_traces_as_one_graph(dtype):
+    """No graph break anywhere in forward (mixed precision too), the hand-written backward,
+    clipping or AdamW."""
     model = LanguageModel(parse(GPT, "test"), 11)
     opt = tg.optim.AdamW(model.optimizer_groups(0.1), lr=torch.tensor(1e-3))
 
     def step(x, y):
-        _, loss = model(tg.Tensor(x), tg.Tensor(y))
+        with tg.autocast(dtype, enabled=dtype is not None):
+            _, loss = model(tg.Tensor(x), tg.Tensor(y))
         loss.backward()
         tg.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

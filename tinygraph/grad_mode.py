@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import torch
+
 
 class _State:
     enabled = True  # record ops on the tape
@@ -78,8 +80,6 @@ class autocast(contextlib.ContextDecorator):
     """
 
     def __init__(self, dtype: Any = None, enabled: bool = True):
-        import torch
-
         self.dtype = (dtype or torch.bfloat16) if enabled else None
         self.prev: list[Any] = []
 

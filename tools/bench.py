@@ -85,16 +85,18 @@ def parity(config_name: str, device: str, dtype: torch.dtype) -> dict:
 
 
 # ---- steps -------------------------------------------------------------------------------------
-def tinygraph_step(model, opt, x, y):
-    _, loss = model(tg.Tensor(x), tg.Tensor(y))
+def tinygraph_step(model, opt, dtype, x, y):
+    with tg.autocast(dtype, enabled=dtype is not None):  # made inside: a compiled step can enter it
+        _, loss = model(tg.Tensor(x), tg.Tensor(y))
     loss.backward()
     opt.step()
     opt.zero_grad()
     return loss.data
 
 
-def torch_step(twin, opt, x, y):
-    _, loss = twin(x, y)
+def torch_step(twin, opt, dtype, x, y):
+    with torch.autocast(x.device.type, dtype or torch.bfloat16, enabled=dtype is not None):
+        _, loss = twin(x, y)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -102,28 +104,73 @@ def torch_step(twin, opt, x, y):
 
 
 class Side:
-    """One side of the comparison: its own model, optimizer and batch; calling it runs one step."""
+    """One side of the comparison: its own model, optimizer and batch; calling it runs one step.
+
+    The mode names the library and how it runs: "tinygraph" and "torch" (float32 eager),
+    "... bf16" (bfloat16 mixed precision), "... compiled" (torch.compile of the whole
+    step; on GPU in bf16 with CUDA graphs: tinygraph's fast path), "... CUDA graph" (the
+    eager bf16 step captured in a CUDA graph, GPU only), "torch.nn.LSTM" (information).
+    """
 
     def __init__(self, config_name: str, device: str, mode: str):
         model, config = build(config_name, device, torch.float32)
         self.x, self.y = batch(config, device)
         lr, wd = config["train"]["lr"], config["train"]["weight_decay"]
         betas = (config["train"]["beta1"], config["train"]["beta2"])
+        cuda = device.startswith("cuda")
+        fast = "compiled" in mode or "CUDA graph" in mode
+        bf16 = "bf16" in mode or (cuda and fast)
         if mode.startswith("tinygraph"):
-            self.model, self.step = model, tinygraph_step
+            self.model, step = model, tinygraph_step
             self.opt = tg.optim.AdamW(model.optimizer_groups(wd), lr=lr, betas=betas)
         else:
-            self.model, self.step = TwinModel(model, use_torch_lstm=mode == "torch.nn.LSTM"), torch_step
-            self.opt = torch.optim.AdamW(self.model.optimizer_groups(wd), lr=lr, betas=betas, foreach=True)
-        if mode.endswith("compiled"):
-            self.step = torch.compile(self.step)
+            self.model, step = TwinModel(model, use_torch_lstm=mode == "torch.nn.LSTM"), torch_step
+            self.opt = torch.optim.AdamW(
+                self.model.optimizer_groups(wd), lr=lr, betas=betas, foreach=True, capturable=cuda and fast
+            )
+        if "compiled" in mode:
+            step = torch.compile(step, mode="reduce-overhead" if cuda else None)
+        self.dtype = torch.bfloat16 if bf16 else None
+        self.step = lambda: step(self.model, self.opt, self.dtype, self.x, self.y)
+        if "CUDA graph" in mode:
+            self.step = cuda_graph(self.step)
 
     def __call__(self) -> torch.Tensor:
-        return self.step(self.model, self.opt, self.x, self.y)
+        return self.step()
+
+
+def cuda_graph(step):
+    """Capture one whole training step in a CUDA graph (after warm-up on a side stream, as
+    torch's docs describe); replaying it reruns every kernel with no Python at all."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        loss = step()
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return loss
+
+    return replay
 
 
 def make_sides(config_name: str, device: str, modes: list[str]) -> dict[str, Side]:
     return {mode: Side(config_name, device, mode) for mode in modes}
+
+
+def default_modes(config: str, device: str) -> list[str]:
+    if config in ("lstm", "rnn"):  # an unrolled recurrence takes minutes to compile: eager only
+        return ["tinygraph", "torch"] + (["torch.nn.LSTM"] if config == "lstm" else [])
+    modes = ["tinygraph", "torch", "tinygraph compiled", "torch compiled"]
+    if device.startswith("cuda"):
+        modes[2:2] = ["tinygraph bf16", "torch bf16"]
+        modes += ["tinygraph CUDA graph", "torch CUDA graph"]
+    return modes
 
 
 def sync(device: str) -> None:
@@ -193,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-memory", action="store_true", help="skip the per-process peak memory runs")
     args = p.parse_args(argv)
     device = args.device
+    if device.startswith("cuda"):  # float32 matrix products in TF32 on both sides, as NUMBERS.md measured
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     print(f"Parity of {args.config} on {device} (dropout off):")
     checks = [parity(args.config, device, dtype) for dtype in (torch.float64, torch.float32)]
@@ -210,9 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2))
         return 1
 
-    modes = args.modes.split(",") if args.modes else ["tinygraph", "torch", "tinygraph compiled", "torch compiled"]
-    if args.config == "lstm" and not args.modes:
-        modes.append("torch.nn.LSTM")
+    modes = args.modes.split(",") if args.modes else default_modes(args.config, device)
     model, config = build(args.config, device, torch.float32)
     tokens = config["train"]["batch_size"] * config["model"]["block_size"]
     times = time_interleaved(make_sides(args.config, device, modes), device, args.steps, args.warmup)
@@ -228,8 +275,11 @@ def main(argv: list[str] | None = None) -> int:
             row["mfu"] = flops_per_token(model, config) * row["tokens_per_s"] / peak if peak else None
         rows.append(row)
     reference = {r["mode"]: r for r in rows}
+    best_torch = min((r["ms_per_step"] for r in rows if r["mode"].startswith("torch")), default=None)
     for row in rows:
-        peer = reference.get("torch compiled" if "compiled" in row["mode"] else "torch")
+        peer = reference.get(row["mode"].replace("tinygraph", "torch", 1))  # the same mode, run by torch
+        if row["mode"].startswith("tinygraph") and best_torch:
+            row["vs_best_torch"] = row["ms_per_step"] / best_torch
         if row["mode"].startswith("tinygraph") and peer:
             row["ratio"] = row["ms_per_step"] / peer["ms_per_step"]
             if "training_mb" in row:
@@ -248,12 +298,13 @@ def markdown(record: dict) -> str:
         f"`{record['command']}` on {record['machine']} (torch {record['torch']}, {record['date']}); "
         f"{record['tokens_per_step']} tokens per step, median of {record['steps']} interleaved steps.",
         "",
-        "| side | ms per step | tokens/s | tinygraph / torch | peak memory (MB) | memory ratio |"
-        + (" MFU |" if "cuda" in record["device"] else ""),
-        "|---|---|---|---|---|---|" + ("---|" if "cuda" in record["device"] else ""),
+        "| side | ms per step | tokens/s | tinygraph / torch, same mode | / best torch mode | peak memory (MB) "
+        "| of which training | memory ratio |" + (" MFU |" if "cuda" in record["device"] else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if "cuda" in record["device"] else ""),
     ]
     for r in record["rows"]:
         ratio = f"{r['ratio']:.2f}x" if "ratio" in r else ""
+        ratio += f" | {r['vs_best_torch']:.2f}x" if "vs_best_torch" in r else " | "
         mem = f"{r['peak_mb']:.0f} | {r['training_mb']:.0f}" if "peak_mb" in r else " | "
         mem_ratio = f"{r['memory_ratio']:.2f}x" if "memory_ratio" in r else ""
         mfu = f" {r['mfu']:.1%} |" if r.get("mfu") is not None else (" |" if "cuda" in record["device"] else "")

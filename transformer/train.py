@@ -169,7 +169,6 @@ class Trainer:
         self.data_gen = torch.Generator().manual_seed(args.seed + 1)
         if args.resume:
             self._restore_state()
-        self.autocast = tg.autocast(torch.bfloat16, enabled=args.dtype == "bfloat16")
         self.step_fn = self.model_step
         if args.compile:
             for group in self.optimizer.param_groups:  # a tensor lr: schedules change it without a recompile
@@ -370,7 +369,7 @@ class Trainer:
             losses = []
             for _ in range(self.train_cfg["eval_iters"]):
                 x, y = get_batch(data, self.train_cfg["batch_size"], self.block_size, gen)
-                with self.autocast:
+                with self.autocast():
                     _, loss = self.model(tg.Tensor(x.to(self.device)), tg.Tensor(y.to(self.device)))
                 losses.append(loss.item())
             out[name] = sum(losses) / len(losses)
@@ -438,9 +437,12 @@ class Trainer:
         ckpt.atomic_write(self.out / ckpt.PLOT, buf.getvalue())
 
     # ---- training --------------------------------------------------------------------------------
+    def autocast(self) -> tg.autocast:
+        return tg.autocast(torch.bfloat16, enabled=self.args.dtype == "bfloat16")
+
     def model_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Forward, backward, clipping and the optimizer's update: what --compile compiles."""
-        with self.autocast:
+        with self.autocast():  # made here, inside the step: a compiled step can enter it
             _, loss = self.model(tg.Tensor(x), tg.Tensor(y))
         loss.backward()
         if self.train_cfg["grad_clip"]:
