@@ -207,8 +207,10 @@ class Function:
             ctx.kwargs = kwargs
             if grad_mode.state.anomaly:
                 ctx.stack = _user_frames()
+                if grad_mode.state.anomaly_forward:
+                    _check_forward_finite(ctx, data, out)
             if grad_mode.state.observer is not None:
-                grad_mode.state.observer.record(ctx)
+                grad_mode.state.observer.record(ctx, out)
         if not recorded or cls.composite is None:
             ctx.args = None  # only a fused op keeps its inputs, to differentiate its composite
         node = ctx if recorded else None
@@ -221,6 +223,18 @@ class Function:
 def _autocast(args: tuple, dtype: torch.dtype) -> tuple:
     """Floating-point Tensor inputs cast to `dtype`, by recorded (differentiable) casts."""
     return tuple(a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _check_forward_finite(ctx: Node, data: list, out: Any) -> None:
+    def finite(t: Any) -> bool:
+        return not isinstance(t, torch.Tensor) or not t.is_floating_point() or bool(torch.isfinite(t).all())
+
+    outputs = out if isinstance(out, (tuple, list)) else (out,)
+    if all(finite(d) for d in data) and not all(finite(o) for o in outputs):
+        raise RuntimeError(
+            f"detect_anomaly: the forward of {ctx.name} made NaN or Inf out of finite inputs. "
+            f"It was called at:\n{ctx.stack}"
+        )
 
 
 def _user_frames() -> str:

@@ -11,6 +11,7 @@ import torch
 class _State:
     enabled = True  # record ops on the tape
     anomaly = False  # keep forward stacks and check every backward grad for NaN/Inf
+    anomaly_forward = False  # ... and every op's output (detect_anomaly(check_forward=True))
     observer = None  # something watching ops, modules and backward (tinygraph.viz.Trace)
     autocast = None  # the low-precision dtype of matrix products inside tinygraph.autocast
 
@@ -55,19 +56,22 @@ class enable_grad(set_grad_enabled):
 class detect_anomaly(contextlib.ContextDecorator):
     """Make backward stop at the first op whose grad holds NaN or Inf.
 
-    The error names the op and shows where in your code its forward was called. It
-    costs a stack capture per op and a check per grad, so use it to debug, not to train.
+    The error names the op and shows where in your code its forward was called. With
+    `check_forward=True` the forward stops too, at the first op that makes NaN or Inf out
+    of finite inputs (off by default: masking with -inf is a legitimate forward). It
+    costs a stack capture per op and a check per tensor, so use it to debug, not to train.
     """
 
-    def __init__(self) -> None:
-        self.prev: list[bool] = []
+    def __init__(self, check_forward: bool = False) -> None:
+        self.check_forward = check_forward
+        self.prev: list[tuple[bool, bool]] = []
 
     def __enter__(self) -> None:
-        self.prev.append(state.anomaly)
-        state.anomaly = True
+        self.prev.append((state.anomaly, state.anomaly_forward))
+        state.anomaly, state.anomaly_forward = True, self.check_forward
 
     def __exit__(self, *exc: object) -> None:
-        state.anomaly = self.prev.pop()
+        state.anomaly, state.anomaly_forward = self.prev.pop()
 
 
 class autocast(contextlib.ContextDecorator):

@@ -95,7 +95,7 @@ class Trace:
             if path is not None:
                 self.scopes.pop()
 
-    def record(self, node: Node) -> None:
+    def record(self, node: Node, out: Any = None) -> None:
         self.scope_of[node] = self.scopes[-1] if self.scopes else None
         self.saved_bytes[node] = sum(v.numel() * v.element_size() for v in node._saved if isinstance(v, torch.Tensor))
 

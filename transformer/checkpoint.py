@@ -13,6 +13,7 @@ Tensors are safetensors and everything else JSON: loading a run never executes c
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -131,3 +132,32 @@ def optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> d
         state.setdefault(int(index), {})[name] = value
     groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in rest["param_groups"]]
     return {"state": state, "param_groups": groups}
+
+
+class RunLock:
+    """Only one trainer at a time in a run directory: an advisory lock (flock) on its
+    `.lock` file, which the system releases when the process ends, even by SIGKILL."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / ".lock"
+        self.fd: int | None = None
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UserError(
+                f"Another trainer (process {holder}) is using {directory}; wait for it to end, or give another --out-dir."
+            ) from None
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    __del__ = release  # a trainer that failed while setting up lets go too

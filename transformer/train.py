@@ -7,9 +7,11 @@ Python, on the CPU, in a few minutes. `--help` lists every flag and its default.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
+import signal
 import sys
 import time
 from datetime import datetime
@@ -118,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="float32; bfloat16: mixed precision (float32 weights, bfloat16 matrix products); float64 (default: float32)",
     )
     p.add_argument(
+        "--on-nan",
+        choices=["stop", "skip"],
+        default="stop",
+        help="when a step's loss or grads hold NaN or Inf: stop (keeping the last good checkpoint and naming the op "
+        "that made them) or skip that step's update (default: stop)",
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         help="the fast path: compile the whole training step (forward, backward, optimizer) with torch.compile, "
@@ -169,13 +178,15 @@ class Trainer:
         self.data_gen = torch.Generator().manual_seed(args.seed + 1)
         if args.resume:
             self._restore_state()
-        self.step_fn = self.model_step
+        self.skipped_in_a_row = 0
+        self.stop_signal: int | None = None
+        self.grad_fn, self.update_fn = self.grad_step, self.update
         if args.compile:
             for group in self.optimizer.param_groups:  # a tensor lr: schedules change it without a recompile
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
-            self.step_fn = torch.compile(
-                self.model_step, mode="reduce-overhead" if self.device.type == "cuda" else None
-            )
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self.grad_fn = torch.compile(self.grad_step, mode=mode)
+            self.update_fn = torch.compile(self.update, mode=mode)
 
     # ---- setting up --------------------------------------------------------------------------
     def _flag_overrides(self) -> dict[str, dict[str, Any]]:
@@ -223,6 +234,7 @@ class Trainer:
         if self.parent is not None:
             self.model.load_state_dict(self.parent.model.state_dict())
         self.out = self._new_run_dir()
+        self.lock = ckpt.RunLock(self.out)
         self.info = {
             "config": self.config,
             "corpus": args.corpus or DEFAULT_CORPUS,
@@ -244,6 +256,7 @@ class Trainer:
                 f"{run_dir} holds no {ckpt.CHECKPOINT} to resume from; give the directory of a run that saved one."
             )
         self.out = run_dir
+        self.lock = ckpt.RunLock(run_dir)
         self.info = ckpt.read_json(run_dir / ckpt.CONFIG, "run config")
         overrides = self._flag_overrides()
         if overrides["model"]:
@@ -440,25 +453,78 @@ class Trainer:
     def autocast(self) -> tg.autocast:
         return tg.autocast(torch.bfloat16, enabled=self.args.dtype == "bfloat16")
 
-    def model_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Forward, backward, clipping and the optimizer's update: what --compile compiles."""
+    def grad_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, backward and clipping; returns the loss and the grads' norm (before clipping)."""
         with self.autocast():  # made here, inside the step: a compiled step can enter it
             _, loss = self.model(tg.Tensor(x), tg.Tensor(y))
         loss.backward()
-        if self.train_cfg["grad_clip"]:
-            clip_grad_norm_(self.model.parameters(), self.train_cfg["grad_clip"])
+        norm = clip_grad_norm_(self.model.parameters(), self.train_cfg["grad_clip"] or float("inf"))
+        return loss.data, norm.data
+
+    def update(self) -> None:
         self.optimizer.step()
         self.optimizer.zero_grad()
-        return loss.data
 
     def train_step(self) -> float:
         t = self.train_cfg
         x, y = get_batch(self.splits.train, t["batch_size"], self.block_size, self.data_gen)
-        loss = self.step_fn(x.to(self.device), y.to(self.device))
+        x, y = x.to(self.device), y.to(self.device)
+        rng = self._rng_state()  # to replay this very step if it goes wrong
+        loss, norm = self.grad_fn(x, y)
+        loss, norm = loss.item(), norm.item()
+        # the update waits for the check: NaN never reaches the weights
+        if math.isfinite(loss) and math.isfinite(norm):
+            self.update_fn()
+            self.skipped_in_a_row = 0
+        else:
+            self._not_finite(x, y, rng, loss, norm)
         self.schedule.step()
-        return loss.item()
+        return loss
 
-    def run(self) -> None:
+    def _rng_state(self) -> list[torch.Tensor]:
+        states = [torch.get_rng_state()]
+        if self.device.type == "cuda":
+            states.append(torch.cuda.get_rng_state(self.device))
+        return states
+
+    def _not_finite(self, x: torch.Tensor, y: torch.Tensor, rng: list[torch.Tensor], loss: float, norm: float) -> None:
+        """The stated policy for a NaN or Inf loss or grad: stop (the default) or skip the update."""
+        self.optimizer.zero_grad()
+        step = self.step + 1
+        if self.args.on_nan == "skip" and self.skipped_in_a_row < 10:
+            self.skipped_in_a_row += 1
+            self._log({"kind": "skip", "step": step, "loss": loss, "grad_norm": norm})
+            tqdm.write(f"warning: step {step}: loss {loss}, grad norm {norm}; its update is skipped (--on-nan skip)")
+            return
+        where = self._diagnose(x, y, rng)
+        saved = self._checkpoint_step()
+        kept = f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint was saved yet"
+        raise UserError(
+            f"Step {step}: the loss is {loss} and the grads' norm {norm}, so training stops; {kept}. "
+            f"{where} Resume with a lower --lr or a --grad-clip, or train with --on-nan skip."
+        )
+
+    def _checkpoint_step(self) -> int | None:
+        path = self.out / ckpt.CHECKPOINT
+        return ckpt.load_tensors(path)[1].get("step") if path.is_file() else None
+
+    def _diagnose(self, x: torch.Tensor, y: torch.Tensor, rng: list[torch.Tensor]) -> str:
+        """Replay the step in eager mode under detect_anomaly: name the op that made NaN or Inf."""
+        torch.set_rng_state(rng[0])
+        if len(rng) > 1:
+            torch.cuda.set_rng_state(rng[1], self.device)
+        try:
+            with tg.detect_anomaly(check_forward=True):
+                with self.autocast():
+                    _, loss = self.model(tg.Tensor(x), tg.Tensor(y))
+                loss.backward()
+        except RuntimeError as err:
+            return f"Replayed under detect_anomaly: {err}"
+        finally:
+            self.optimizer.zero_grad()
+        return "Replayed in eager mode, the step stayed finite: the fault did not repeat."
+
+    def run(self) -> int:
         t = self.train_cfg
         n_params = self.model.num_parameters()
         print(
@@ -472,22 +538,53 @@ class Trainer:
         bar = tqdm(
             total=t["max_iters"], initial=self.step, unit="step", dynamic_ncols=True, disable=self.args.no_progress
         )
-        while True:
-            due = self.step % t["eval_interval"] == 0 or self.step == t["max_iters"]
-            if due and self.step != self.evaluated_at:
-                self._evaluate(bar)
-            if self.step >= t["max_iters"]:
-                break
-            tick = time.perf_counter()
-            loss = self.train_step()
-            self.step += 1
-            lr = float(self.optimizer.param_groups[0]["lr"])
-            self._log({"kind": "train", "step": self.step, "loss": loss, "lr": lr})
-            rate = tokens_per_step / (time.perf_counter() - tick)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}", refresh=False)
-            bar.update(1)
+        with self._saving_on_signals():
+            while True:
+                due = self.step % t["eval_interval"] == 0 or self.step == t["max_iters"]
+                if due and self.step != self.evaluated_at:
+                    self._evaluate(bar)
+                if self.step >= t["max_iters"]:
+                    break
+                if self.stop_signal is not None:
+                    return self._interrupted(bar)
+                tick = time.perf_counter()
+                loss = self.train_step()
+                self.step += 1
+                lr = float(self.optimizer.param_groups[0]["lr"])
+                self._log({"kind": "train", "step": self.step, "loss": loss, "lr": lr})
+                rate = tokens_per_step / (time.perf_counter() - tick)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}", refresh=False)
+                bar.update(1)
         bar.close()
         self._finish(time.perf_counter() - started)
+        return 0
+
+    @contextlib.contextmanager
+    def _saving_on_signals(self):
+        """Ctrl-C (SIGINT) and SIGTERM finish the current step, then save and exit; a second
+        Ctrl-C stops at once (the files on disk are whole either way)."""
+
+        def note(signum: int, frame: Any) -> None:
+            self.stop_signal = signum
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+        previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _interrupted(self, bar: tqdm) -> int:
+        self._save_checkpoint(evaluated=False)
+        bar.close()
+        name = signal.Signals(self.stop_signal).name
+        print(
+            f"\n{name}: stopped after step {self.step}, with its checkpoint saved. Continue with:\n"
+            f"  python -m transformer.train --resume {self.out}",
+            flush=True,
+        )
+        return 128 + self.stop_signal
 
     def _finish(self, seconds: float) -> None:
         out = self.out
@@ -507,12 +604,16 @@ class Trainer:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     one_line_warnings()
+    trainer = None
     try:
-        Trainer(args).run()
+        trainer = Trainer(args)
+        return trainer.run()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
+    finally:
+        if trainer is not None:
+            trainer.lock.release()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def clip_grad_norm_(parameters: Iterable[Tensor], max_norm: float, norm_type: fl
         return Tensor(torch.tensor(0.0))
     norms = torch._foreach_norm(grads, norm_type)
     total = torch.linalg.vector_norm(torch.stack([n.to(grads[0].device) for n in norms]), norm_type)
-    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    torch._foreach_mul_(grads, scale.to(grads[0].device))
+    if max_norm != float("inf"):  # an infinite max_norm only measures
+        scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(grads, scale.to(grads[0].device))
     return Tensor(total)
