@@ -328,3 +328,24 @@ def test_backward_releases_a_fused_ops_inputs():
     assert node.args is None and node._released
     with pytest.raises(RuntimeError, match="retain_graph=True"):
         tg.grad(y.sum(), h, create_graph=True)
+
+
+def test_post_accumulate_hooks_fire_once_when_a_leafs_grad_is_complete():
+    w = tg.randn(3, 3, requires_grad=True)  # used at every step of a recurrence, and once more
+    b = tg.randn(3, requires_grad=True)
+    seen = []
+    w.register_post_accumulate_grad_hook(lambda t: seen.append(("w", t.grad.data.clone())))
+    remove = b.register_post_accumulate_grad_hook(lambda t: seen.append(("b", t.grad.data.clone())))
+    h = tg.zeros(3)
+    for _ in range(5):
+        h = (h @ w + b).tanh()
+    loss = (h * h).sum() + w.sum()
+    loss.backward()
+    assert [name for name, _ in seen] == ["w", "b"] or [name for name, _ in seen] == ["b", "w"]
+    final = {"w": w.grad.data, "b": b.grad.data}
+    assert all(torch.equal(grad, final[name]) for name, grad in seen)  # the complete grad, not a part
+    remove()
+    seen.clear()
+    loss2 = ((tg.zeros(3) @ w + b).tanh()).sum()
+    loss2.backward()
+    assert [name for name, _ in seen] == ["w"]

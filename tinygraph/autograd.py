@@ -154,9 +154,12 @@ def _run(
         arrive(r.grad_fn if r.grad_fn is not None else r, r._slot, g, True)
 
     with grad_mode.set_grad_enabled(create_graph):
+        hooks = _HookCounts(order) if targets is None else None
         for node in order:
             g = pending.pop(node, None)
             if g is None:
+                if hooks is not None and hooks.left:
+                    hooks.done(node)
                 continue
             for slot, ref in node._retained:
                 if targets is None and ref() is not None:
@@ -192,6 +195,10 @@ def _run(
                 # the user must be copied before a leaf keeps it and later adds in place.
                 shared = id(g_in) in user_given or sum(x is g_in for x in grads) > 1
                 arrive(dest, slot, g_in, shared)
+            if hooks is not None and hooks.left:
+                hooks.done(node)
+        if hooks is not None:
+            hooks.finish(r for r in roots if r.grad_fn is None)
     return found
 
 
@@ -253,9 +260,39 @@ def _accumulate(t: Tensor, g: Any, shared: bool) -> None:
         t.grad = Tensor._make(t.grad.data + g, None)
     else:
         t.grad.data += g
-    if t._hooks:
-        for hook in t._hooks:
-            hook(t)
+
+
+class _HookCounts:
+    """Post-accumulate-grad hooks fire once per backward, when a leaf's grad is complete: a
+    leaf used several times (a tied weight, a recurrent one) gets a grad from each use, so
+    the engine counts the uses still to come and fires when the count reaches zero."""
+
+    def __init__(self, order: list[Node]):
+        self.left: dict[Tensor, int] = {}
+        for node in order:
+            for edge in node.edges:
+                if edge is not None and type(edge[0]) is not Node and edge[0]._hooks:
+                    self.left[edge[0]] = self.left.get(edge[0], 0) + 1
+
+    def done(self, node: Node) -> None:
+        """`node` has sent its grads (or will send none): its leaves have one use fewer to wait for."""
+        for edge in node.edges:
+            if edge is not None and edge[0] in self.left:
+                self.left[edge[0]] -= 1
+                if not self.left[edge[0]]:
+                    del self.left[edge[0]]
+                    self.fire(edge[0])
+
+    def finish(self, leaf_roots: Any) -> None:
+        for leaf in [*self.left, *(r for r in leaf_roots if r._hooks)]:  # uses that sent nothing; leaves as roots
+            self.fire(leaf)
+        self.left.clear()
+
+    @staticmethod
+    def fire(leaf: Tensor) -> None:
+        if leaf.grad is not None:
+            for hook in leaf._hooks:
+                hook(leaf)
 
 
 def _check_finite(node: Node, i: int, g: Any) -> None:

@@ -53,6 +53,7 @@ TRAIN_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "patience": (_int(0), "an integer of at least 0 (0 turns the plateau decay off)"),
     "decay_factor": (_number(1e-9, 1.0, hi_open=True), "a number in (0, 1)"),
     "sample_chars": (_int(0), "an integer of at least 0"),
+    "grad_accum": (_int(1), "a positive integer"),
 }
 _layer_common = {"type": (lambda v: isinstance(v, str), "a layer name"), "repeat": (_int(1), "a positive integer")}
 _heads = (_int(1), "a positive integer")

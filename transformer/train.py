@@ -22,12 +22,14 @@ import torch
 from tqdm import tqdm
 
 import tinygraph as tg
+from tinygraph.nn.parallel import DistributedDataParallel
 from tinygraph.nn.utils import clip_grad_norm_
 from tinygraph.optim import AdamW
 from tinygraph.optim.lr_scheduler import ReduceLROnPlateau, WarmupCosineLR
 
 from . import checkpoint as ckpt
 from . import config as cfg
+from . import distributed
 from .data import DEFAULT_CORPUS, TOKENIZERS, Tokenizer, get_batch, read_corpus, split, without_unknown
 from .errors import UserError
 from .model import LanguageModel
@@ -48,6 +50,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "patience": 0,
     "decay_factor": 0.5,
     "sample_chars": 200,
+    "grad_accum": 1,
 }
 # --init-from starts from trained weights: a gentler, shorter schedule unless flags say otherwise
 FINETUNE_DEFAULTS: dict[str, Any] = {
@@ -74,6 +77,7 @@ SETTINGS = [
     ("--grad-clip", "train", "grad_clip", float, "clip the grads' joint norm to this (0: off)"),
     ("--patience", "train", "patience", int, "evaluations without a better validation loss before the lr is multiplied by --decay-factor (0: off)"),
     ("--decay-factor", "train", "decay_factor", float, "what --patience multiplies the learning rate by"),
+    ("--grad-accum", "train", "grad_accum", int, "micro-batches of --batch-size per step, their grads added up"),
     ("--eval-interval", "train", "eval_interval", int, "steps between evaluations (losses, a sample, checkpoints)"),
     ("--eval-iters", "train", "eval_iters", int, "batches per loss estimate"),
     ("--sample-chars", "train", "sample_chars", int, "tokens generated at each evaluation"),
@@ -120,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="float32; bfloat16: mixed precision (float32 weights, bfloat16 matrix products); float64 (default: float32)",
     )
     p.add_argument(
+        "--dist-backend",
+        choices=["auto", "nccl", "gloo"],
+        default="auto",
+        help="under torchrun: torch.distributed's backend (default: auto: nccl on CUDA GPUs, gloo on CPUs)",
+    )
+    p.add_argument(
         "--on-nan",
         choices=["stop", "skip"],
         default="stop",
@@ -151,9 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
 class Trainer:
     """One training run: set up from the arguments, then `run()`."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, job: distributed.Job | None = None, device: str | None = None):
         self.args = args
-        self.device = pick_device(args.device)
+        self.job = job or distributed.Job()
+        self.device = pick_device(device or args.device)
+        self.lock: ckpt.RunLock | None = None
+        if self.job.started and args.compile:
+            raise UserError("--compile does not work under torchrun yet; drop one of them.")
         self.step, self.best_val, self.best_step = 0, math.inf, -1
         self.evaluated_at: int | None = None  # a step whose evaluation a resumed checkpoint already holds
         if args.resume and args.init_from:
@@ -175,9 +189,12 @@ class Trainer:
         self.plateau = ReduceLROnPlateau(
             self.optimizer, factor=t["decay_factor"], patience=t["patience"], schedule=self.schedule
         )
-        self.data_gen = torch.Generator().manual_seed(args.seed + 1)
+        self.data_gen = torch.Generator().manual_seed(args.seed + 1)  # the same on every rank: one global batch
+        if self.job.rank:
+            torch.manual_seed(args.seed + self.job.rank)  # but each rank's own dropout
         if args.resume:
             self._restore_state()
+        self.net = DistributedDataParallel(self.model) if self.job.started else self.model
         self.skipped_in_a_row = 0
         self.stop_signal: int | None = None
         self.grad_fn, self.update_fn = self.grad_step, self.update
@@ -233,8 +250,6 @@ class Trainer:
         self.model = self._make_model()
         if self.parent is not None:
             self.model.load_state_dict(self.parent.model.state_dict())
-        self.out = self._new_run_dir()
-        self.lock = ckpt.RunLock(self.out)
         self.info = {
             "config": self.config,
             "corpus": args.corpus or DEFAULT_CORPUS,
@@ -245,8 +260,14 @@ class Trainer:
             "init_from": str(args.init_from) if args.init_from else None,
             "created": datetime.now().isoformat(timespec="seconds"),
         }
-        ckpt.write_json(self.out / ckpt.CONFIG, self.info)
-        ckpt.atomic_write(self.out / ckpt.TOKENIZER, self.tokenizer.to_json().encode())
+        self.out = Path(self.job.on_main(self._create_run_dir))
+
+    def _create_run_dir(self) -> str:
+        out = self._new_run_dir()
+        self.lock = ckpt.RunLock(out)
+        ckpt.write_json(out / ckpt.CONFIG, self.info)
+        ckpt.atomic_write(out / ckpt.TOKENIZER, self.tokenizer.to_json().encode())
+        return str(out)
 
     def _setup_resume(self, run_dir: Path) -> None:
         if not run_dir.is_dir():
@@ -256,7 +277,7 @@ class Trainer:
                 f"{run_dir} holds no {ckpt.CHECKPOINT} to resume from; give the directory of a run that saved one."
             )
         self.out = run_dir
-        self.lock = ckpt.RunLock(run_dir)
+        self.job.on_main(lambda: setattr(self, "lock", ckpt.RunLock(run_dir)))
         self.info = ckpt.read_json(run_dir / ckpt.CONFIG, "run config")
         overrides = self._flag_overrides()
         if overrides["model"]:
@@ -305,9 +326,14 @@ class Trainer:
     # ---- checkpoints ---------------------------------------------------------------------------
     def _save_checkpoint(self, evaluated: bool) -> None:
         opt_tensors, opt_rest = ckpt.optimizer_tensors(self.optimizer.state_dict())
-        rng = {"rng.torch": torch.get_rng_state(), "rng.data": self.data_gen.get_state()}
-        if self.device.type == "cuda":
-            rng["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        rng = {"rng.data": self.data_gen.get_state()}
+        for rank, states in enumerate(self.job.gather(self._rng_state())):  # each rank's own dropout stream
+            suffix = f".{rank}" if rank else ""
+            rng[f"rng.torch{suffix}"] = states[0]
+            if len(states) > 1:
+                rng[f"rng.cuda{suffix}"] = states[1]
+        if not self.job.main:
+            return
         meta = {
             "step": self.step,
             "evaluated": evaluated,  # whether this step's evaluation is done (resume skips it then)
@@ -333,10 +359,12 @@ class Trainer:
             self.optimizer.load_state_dict(opt)
             self.schedule.load_state_dict(meta["schedule"])
             self.plateau.load_state_dict(meta["plateau"])
-            torch.set_rng_state(tensors["rng.torch"])
+            suffix = f".{self.job.rank}" if self.job.rank else ""
+            if f"rng.torch{suffix}" in tensors:  # (a run resumed on more processes seeds the new ones)
+                torch.set_rng_state(tensors[f"rng.torch{suffix}"])
             self.data_gen.set_state(tensors["rng.data"])
-            if "rng.cuda" in tensors and self.device.type == "cuda":
-                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+            if f"rng.cuda{suffix}" in tensors and self.device.type == "cuda":
+                torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], self.device)
             self.step, self.best_step = meta["step"], meta["best_step"]
             self.evaluated_at = self.step if meta["evaluated"] else None
         except (KeyError, ValueError, TypeError) as err:
@@ -344,7 +372,8 @@ class Trainer:
                 f"The checkpoint {path} lacks the training state ({err}); it was not written by this trainer."
             ) from None
         self.best_val = meta["best_val"] if meta["best_val"] is not None else math.inf
-        self._truncate_logs()
+        if self.job.main:
+            self._truncate_logs()
         self.schedule.base_lrs = [self.train_cfg["lr"]] * len(self.schedule.base_lrs)
         self.schedule._apply()
 
@@ -396,23 +425,28 @@ class Trainer:
         return self.tokenizer.decode(self.model.generate(ids, n, SAMPLE_TEMPERATURE, generator=gen).data[0])
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.job.main:
+            return
         with open(self.out / ckpt.METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     def _evaluate(self, bar: tqdm) -> None:
-        losses = self.estimate_losses()
+        losses = self.job.broadcast(self.estimate_losses() if self.job.main else None)
         lr = float(self.optimizer.param_groups[0]["lr"])
         improved = losses["val"] < self.best_val
         if improved:
             self.best_val, self.best_step = losses["val"], self.step
-            meta = {"step": self.step, "val_loss": losses["val"]}
-            ckpt.save_tensors(self.out / ckpt.BEST, ckpt.with_prefix("model", self.model.state_dict()), meta)
+            if self.job.main:
+                meta = {"step": self.step, "val_loss": losses["val"]}
+                ckpt.save_tensors(self.out / ckpt.BEST, ckpt.with_prefix("model", self.model.state_dict()), meta)
         if self.train_cfg["patience"] and self.plateau.step(losses["val"]):
             lr_now = float(self.optimizer.param_groups[0]["lr"])
             bar.write(
                 f"step {self.step}: no better validation loss for {self.train_cfg['patience']} evaluations; lr now {lr_now:.2e}"
             )
         self._save_checkpoint(evaluated=True)
+        if not self.job.main:
+            return
         self._log(
             {"kind": "eval", "step": self.step, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr}
         )
@@ -454,12 +488,21 @@ class Trainer:
         return tg.autocast(torch.bfloat16, enabled=self.args.dtype == "bfloat16")
 
     def grad_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward, backward and clipping; returns the loss and the grads' norm (before clipping)."""
-        with self.autocast():  # made here, inside the step: a compiled step can enter it
-            _, loss = self.model(tg.Tensor(x), tg.Tensor(y))
-        loss.backward()
+        """Forward, backward and clipping over the micro-batches x[k], y[k]; returns the mean
+        loss and the grads' norm (before clipping). Under torchrun only the last micro-batch's
+        backward averages the grads across processes."""
+        total = x.new_zeros((), dtype=torch.float32)
+        for k in range(len(x)):
+            last = k == len(x) - 1
+            with contextlib.nullcontext() if last or not self.job.started else self.net.no_sync():
+                with self.autocast():  # made here, inside the step: a compiled step can enter it
+                    _, loss = self.net(tg.Tensor(x[k]), tg.Tensor(y[k]))
+                (loss / len(x) if len(x) > 1 else loss).backward()
+            total = total + loss.data.float()
+        if self.job.started:
+            self.net.sync_missing()
         norm = clip_grad_norm_(self.model.parameters(), self.train_cfg["grad_clip"] or float("inf"))
-        return loss.data, norm.data
+        return total / len(x), norm.data
 
     def update(self) -> None:
         self.optimizer.step()
@@ -467,11 +510,13 @@ class Trainer:
 
     def train_step(self) -> float:
         t = self.train_cfg
-        x, y = get_batch(self.splits.train, t["batch_size"], self.block_size, self.data_gen)
-        x, y = x.to(self.device), y.to(self.device)
+        # one global batch (micro-batches x processes x rows); this process takes its rows
+        k, world, rows = t["grad_accum"], self.job.world, t["batch_size"]
+        x, y = get_batch(self.splits.train, k * world * rows, self.block_size, self.data_gen)
+        x, y = (z.view(k, world, rows, -1)[:, self.job.rank].to(self.device) for z in (x, y))
         rng = self._rng_state()  # to replay this very step if it goes wrong
         loss, norm = self.grad_fn(x, y)
-        loss, norm = loss.item(), norm.item()
+        loss, norm = self.job.mean(loss).item(), norm.item()  # every process decides alike
         # the update waits for the check: NaN never reaches the weights
         if math.isfinite(loss) and math.isfinite(norm):
             self.update_fn()
@@ -494,7 +539,10 @@ class Trainer:
         if self.args.on_nan == "skip" and self.skipped_in_a_row < 10:
             self.skipped_in_a_row += 1
             self._log({"kind": "skip", "step": step, "loss": loss, "grad_norm": norm})
-            tqdm.write(f"warning: step {step}: loss {loss}, grad norm {norm}; its update is skipped (--on-nan skip)")
+            if self.job.main:
+                tqdm.write(
+                    f"warning: step {step}: loss {loss}, grad norm {norm}; its update is skipped (--on-nan skip)"
+                )
             return
         where = self._diagnose(x, y, rng)
         saved = self._checkpoint_step()
@@ -516,7 +564,7 @@ class Trainer:
         try:
             with tg.detect_anomaly(check_forward=True):
                 with self.autocast():
-                    _, loss = self.model(tg.Tensor(x), tg.Tensor(y))
+                    _, loss = self.model(tg.Tensor(x[-1]), tg.Tensor(y[-1]))
                 loss.backward()
         except RuntimeError as err:
             return f"Replayed under detect_anomaly: {err}"
@@ -527,16 +575,22 @@ class Trainer:
     def run(self) -> int:
         t = self.train_cfg
         n_params = self.model.num_parameters()
-        print(
+        share = f", {self.job.world} processes" if self.job.started else ""
+        print_main = print if self.job.main else (lambda *a, **k: None)
+        print_main(
             f"Training {self.name}: {n_params / 1e6:.2f}M parameters, vocabulary {len(self.tokenizer)}, "
-            f"{len(self.splits.train):,} training and {len(self.splits.val):,} validation tokens, on {self.device}.\n"
+            f"{len(self.splits.train):,} training and {len(self.splits.val):,} validation tokens, on {self.device}{share}.\n"
             f"Run directory: {self.out}",
             flush=True,
         )
         tokens_per_step = t["batch_size"] * self.block_size
         started = time.perf_counter()
         bar = tqdm(
-            total=t["max_iters"], initial=self.step, unit="step", dynamic_ncols=True, disable=self.args.no_progress
+            total=t["max_iters"],
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=self.args.no_progress or not self.job.main,
         )
         with self._saving_on_signals():
             while True:
@@ -545,7 +599,7 @@ class Trainer:
                     self._evaluate(bar)
                 if self.step >= t["max_iters"]:
                     break
-                if self.stop_signal is not None:
+                if self.job.any(self.stop_signal is not None):  # every process stops after the same step
                     return self._interrupted(bar)
                 tick = time.perf_counter()
                 loss = self.train_step()
@@ -556,7 +610,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}", refresh=False)
                 bar.update(1)
         bar.close()
-        self._finish(time.perf_counter() - started)
+        if self.job.main:
+            self._finish(time.perf_counter() - started)
         return 0
 
     @contextlib.contextmanager
@@ -578,13 +633,15 @@ class Trainer:
     def _interrupted(self, bar: tqdm) -> int:
         self._save_checkpoint(evaluated=False)
         bar.close()
-        name = signal.Signals(self.stop_signal).name
+        if not self.job.main:
+            return 128 + (self.stop_signal or signal.SIGTERM)
+        name = signal.Signals(self.stop_signal or signal.SIGTERM).name
         print(
             f"\n{name}: stopped after step {self.step}, with its checkpoint saved. Continue with:\n"
             f"  python -m transformer.train --resume {self.out}",
             flush=True,
         )
-        return 128 + self.stop_signal
+        return 128 + (self.stop_signal or signal.SIGTERM)
 
     def _finish(self, seconds: float) -> None:
         out = self.out
@@ -604,16 +661,26 @@ class Trainer:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     one_line_warnings()
-    trainer = None
+    trainer, job = None, distributed.Job()
     try:
-        trainer = Trainer(args)
+        job, device = distributed.start(args.dist_backend, args.device)
+        trainer = Trainer(args, job, device)
         return trainer.run()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        rank = f" (process {job.rank} of {job.world})" if job.rank else ""
+        print(f"error{rank}: {err}", file=sys.stderr)
         return 2
+    except torch.distributed.DistBackendError as err:  # another process of the job is gone
+        print(
+            f"error (process {job.rank} of {job.world}): the job lost a process ({str(err).splitlines()[0]}); "
+            "it ends here. Continue it from its last checkpoint with --resume.",
+            file=sys.stderr,
+        )
+        return 3
     finally:
-        if trainer is not None:
+        if trainer is not None and trainer.lock is not None:
             trainer.lock.release()
+        job.end()
 
 
 if __name__ == "__main__":

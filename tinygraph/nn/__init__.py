@@ -1,6 +1,6 @@
 """tinygraph.nn: Modules with torch.nn's names, `functional`, and `utils`."""
 
-from . import functional, utils
+from . import functional, parallel, utils
 from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, Tanh
 from .module import Module, ModuleList, Parameter, Sequential
 
@@ -17,5 +17,6 @@ __all__ = [
     "Sequential",
     "Tanh",
     "functional",
+    "parallel",
     "utils",
 ]
