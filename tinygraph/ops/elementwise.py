@@ -247,9 +247,12 @@ class Gelu(Function):
     @staticmethod
     def backward(ctx, g):
         x, out = ctx.saved_tensors
-        if ctx.approximate == "none":  # Phi(x) + x * phi(x), with Phi(x) = gelu(x) / x (1/2 at 0): no erf
+        if ctx.approximate == "none":  # Phi(x) + x * phi(x), with Phi(x) = gelu(x) / x: no erf
             x_phi = (x * x).mul_(-0.5).exp_().mul_(x)
-            return out.div(x).nan_to_num_(nan=0.5).add_(x_phi, alpha=INV_SQRT_2PI).mul_(g)
+            # where gelu(x) = x/2 is subnormal or zero the quotient is wrong; Phi is 1/2 there
+            near_zero = x.abs() < 2 * torch.finfo(x.dtype).tiny
+            phi_cdf = out.div(x).masked_fill_(near_zero, 0.5)
+            return phi_cdf.add_(x_phi, alpha=INV_SQRT_2PI).mul_(g)
         t = (x * x).mul_(0.044715).add_(1).mul_(x).mul_(SQRT_2_PI).tanh_()  # tanh of the inner term
         dinner = (x * x).mul_(3 * 0.044715 * SQRT_2_PI).add_(SQRT_2_PI)
         slope = (1 - t * t).mul_(dinner).mul_(x).mul_(0.5)
