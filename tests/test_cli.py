@@ -8,42 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from configs import tiny_config
 
 from transformer import sample, test, train
 from transformer.checkpoint import load_tensors
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = """
-[model]
-block_size = 16
-dropout = 0.1
-[train]
-batch_size = 4
-max_iters = 6
-eval_interval = 3
-eval_iters = 2
-warmup_iters = 2
-sample_chars = 10
-[[layers]]
-type = "Embedding"
-dim = 16
-[[layers]]
-type = "PositionalEmbedding"
-[[layers]]
-type = "Block"
-heads = 2
-repeat = 2
-[[layers]]
-type = "LSTM"
-hidden = 12
-[[layers]]
-type = "LayerNorm"
-[[layers]]
-type = "TemporalDense"
-out = "vocab"
-[[layers]]
-type = "CrossEntropyLoss"
-"""
+TINY = tiny_config(blocks=2, lstm=12, dropout=0.1, eval_iters=2, sample_chars=10)
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
 

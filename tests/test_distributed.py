@@ -9,46 +9,16 @@ import time
 from pathlib import Path
 
 import torch
+from configs import tiny_config
 
 from transformer import checkpoint as ckpt
 from transformer import train
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = """
-[model]
-block_size = 16
-dropout = DROPOUT
-[train]
-batch_size = 4
-max_iters = 8
-eval_interval = 4
-eval_iters = 1
-warmup_iters = 2
-sample_chars = 0
-[[layers]]
-type = "Embedding"
-dim = 16
-[[layers]]
-type = "PositionalEmbedding"
-[[layers]]
-type = "Block"
-heads = 2
-[[layers]]
-type = "LSTM"
-hidden = 12
-[[layers]]
-type = "LayerNorm"
-[[layers]]
-type = "TemporalDense"
-out = "vocab"
-tied = false
-[[layers]]
-type = "CrossEntropyLoss"
-"""
 
 
 def setup(tmp_path, dropout):
-    (tmp_path / "c.toml").write_text(CONFIG.replace("DROPOUT", str(dropout)))
+    (tmp_path / "c.toml").write_text(tiny_config(lstm=12, dropout=dropout, max_iters=8, eval_interval=4))
     (tmp_path / "corpus.txt").write_text("pack my box with five dozen liquor jugs. " * 50)
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from configs import tiny_config
 
 import tinygraph as tg
 import tinygraph.nn.functional as F
@@ -11,33 +12,7 @@ from transformer import train
 from transformer.config import parse
 from transformer.model import LanguageModel
 
-GPT = """
-[model]
-block_size = 16
-[train]
-batch_size = 4
-max_iters = 4
-eval_interval = 4
-eval_iters = 1
-warmup_iters = 1
-sample_chars = 0
-[[layers]]
-type = "Embedding"
-dim = 16
-[[layers]]
-type = "PositionalEmbedding"
-[[layers]]
-type = "Block"
-heads = 2
-[[layers]]
-type = "LayerNorm"
-[[layers]]
-type = "TemporalDense"
-out = "vocab"
-tied = true
-[[layers]]
-type = "CrossEntropyLoss"
-"""
+GPT = tiny_config(max_iters=4, eval_interval=4, warmup_iters=1)
 
 
 def train_losses(tmp_path, name, *flags):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from configs import tiny_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,35 +26,7 @@ from transformer.errors import UserError
 from transformer.model import LanguageModel
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = """
-[model]
-block_size = 16
-dropout = 0.2
-[train]
-batch_size = 4
-max_iters = 16
-eval_interval = 5
-eval_iters = 1
-warmup_iters = 2
-sample_chars = 0
-[[layers]]
-type = "Embedding"
-dim = 24
-[[layers]]
-type = "PositionalEmbedding"
-[[layers]]
-type = "Block"
-heads = 2
-repeat = 2
-[[layers]]
-type = "LayerNorm"
-[[layers]]
-type = "TemporalDense"
-out = "vocab"
-tied = true
-[[layers]]
-type = "CrossEntropyLoss"
-"""
+CONFIG = tiny_config(dim=24, blocks=2, dropout=0.2, max_iters=16, eval_interval=5)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,17 @@ def read_run(path: str | Path, device: torch.device, weights: str = ckpt.BEST) -
     tensors, _ = ckpt.load_tensors(path / weights)
     ckpt.load_weights(model, tensors, path / weights)
     return Run(path, info, tokenizer, model.to(device))
+
+
+def command(body: Callable[[], int | None]) -> int:
+    """Run a command line's body: warnings and UserErrors as one line on stderr, exit code 2
+    for a UserError, else what the body returns (0 by default)."""
+    one_line_warnings()
+    try:
+        return body() or 0
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def one_line_warnings() -> None:

@@ -13,7 +13,7 @@ import tinygraph as tg
 
 from .data import DEFAULT_CORPUS, encode_seed, read_corpus, split, sweep, without_unknown
 from .errors import UserError
-from .run import Run, one_line_warnings, pick_device, read_run
+from .run import Run, command, pick_device, read_run
 
 
 def add_sampling_flags(p: argparse.ArgumentParser, n_chars: int) -> None:
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_sampling_flags(p, n_chars=500)
     args = p.parse_args(argv)
-    one_line_warnings()
-    try:
+
+    def body() -> None:
         run = read_run(args.run_dir, pick_device(args.device), f"{args.checkpoint}.safetensors")
         if args.corpus:
             text, what = without_unknown(read_corpus(args.corpus), run.tokenizer, "The corpus"), args.corpus
@@ -97,10 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         bits_per_char = loss * count / math.log(2) / max(1, len(text) - len(run.tokenizer.split(text)[0]))
         print(f"{what}: {count:,} tokens, loss {loss:.4f} nats per token, {bits_per_char:.4f} bits per character")
         print(f"\nSample (temperature {args.temperature}):\n{generate(run, args)}")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return command(body)
 
 
 if __name__ == "__main__":
