@@ -146,6 +146,16 @@ def test_gelu_equals_its_composition(device, data, approximate):
     )
 
 
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_grad_near_zero(device, approximate):
+    # gelu(x)/x is the backward's Phi(x); it must not break where gelu(x) underflows
+    tiny = torch.finfo(torch.float64).tiny
+    x = Diff(torch.tensor([0.0, 5e-324, -5e-324, tiny, -tiny, 3 * tiny], dtype=torch.float64).numpy())
+    assert_same_values_and_grads(
+        E.Gelu, lambda x: F.gelu(x, approximate), lambda x: E.gelu_composite(x, approximate), (x,), device
+    )
+
+
 @given(data=st.data(), which=st.sampled_from([0, 1]))
 def test_lstm_cell_equals_its_gates(device, data, which):
     args, _ = data.draw(lstm_cell_inputs())
