@@ -155,7 +155,8 @@ def build(output: Tensor, trace: Trace | None = None, view: str = "forward", dep
             kind = next((k for p, k in trace.module_path.values() if p == path), "")
             members.setdefault(key, set()).add(node)
             graph.add(key, "module", "", _parent(path))
-            graph.nodes[key]["label"] = f"{path}\n{kind}, {len(members[key])} ops (collapsed)"
+            n = len(members[key])
+            graph.nodes[key]["label"] = f"{path}\n{kind}, {n} op{'s' * (n != 1)} (collapsed)"
             return key
         shape, dtype, device = node.outputs[0]
         lines = [node.name, f"{_shape(shape)} {str(dtype).removeprefix('torch.')} {device}"]
