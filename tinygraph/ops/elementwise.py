@@ -249,9 +249,9 @@ class Gelu(Function):
         x, out = ctx.saved_tensors
         if ctx.approximate == "none":  # Phi(x) + x * phi(x), with Phi(x) = gelu(x) / x: no erf
             x_phi = (x * x).mul_(-0.5).exp_().mul_(x)
-            # where gelu(x) = x/2 is subnormal or zero the quotient is wrong; Phi is 1/2 there
-            near_zero = x.abs() < 2 * torch.finfo(x.dtype).tiny
-            phi_cdf = out.div(x).masked_fill_(near_zero, 0.5)
+            # gelu(x) * (1/x), not gelu(x) / x: at x so near 0 that x/2 underflows (the quotient
+            # would be wrong there), 1/x overflows instead, the product is inf or nan, and Phi is 1/2
+            phi_cdf = x.reciprocal().mul_(out).nan_to_num_(0.5, 0.5, 0.5)
             return phi_cdf.add_(x_phi, alpha=INV_SQRT_2PI).mul_(g)
         t = (x * x).mul_(0.044715).add_(1).mul_(x).mul_(SQRT_2_PI).tanh_()  # tanh of the inner term
         dinner = (x * x).mul_(3 * 0.044715 * SQRT_2_PI).add_(SQRT_2_PI)
