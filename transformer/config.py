@@ -87,6 +87,7 @@ REQUIRED = {
     "MultiHeadSelfAttention": ["heads"],
     "RNN": ["hidden"],
     "LSTM": ["hidden"],
+    "GRU": ["hidden"],
     "TemporalDense": ["out"],
 }
 
