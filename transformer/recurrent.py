@@ -42,9 +42,9 @@ class RNN(Recurrent):
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
         xw = self._input_terms(x)
         h = h if h is not None else xw.new_zeros(x.shape[0], self.hidden_size)
-        outputs = []
+        w_hh, outputs = self.weight_hh.mT, []  # transposed once, not at every step
         for xw_t in xw.unbind(1):
-            h = (xw_t + h @ self.weight_hh.mT).tanh()
+            h = (xw_t + h @ w_hh).tanh()
             outputs.append(h)
         return stack(outputs, 1)
 
@@ -77,9 +77,9 @@ class GRU(Recurrent):
         if self.bias_ih is not None:
             xw = xw + self.bias_ih
         h = h if h is not None else xw.new_zeros(x.shape[0], self.hidden_size)
-        outputs = []
+        w_hh, outputs = self.weight_hh.mT, []  # transposed once, not at every step
         for xw_t in xw.unbind(1):
-            hw = h @ self.weight_hh.mT
+            hw = h @ w_hh
             if self.bias_hh is not None:
                 hw = hw + self.bias_hh  # kept apart: the reset gate scales it in n
             x_r, x_z, x_n = xw_t.chunk(3, -1)
