@@ -232,7 +232,11 @@ def draw(
     output: Tensor, trace: Trace | None = None, view: str = "forward", depth: int | None = None, name: str = "graph"
 ) -> graphviz.Digraph:
     """The graph behind `output` as a graphviz Digraph (`.render(path, format="svg")`)."""
-    graph = build(output, trace, view, depth)
+    return to_dot(build(output, trace, view, depth), trace, view, name)
+
+
+def to_dot(graph: Graph, trace: Trace | None = None, view: str = "forward", name: str = "graph") -> graphviz.Digraph:
+    """A built Graph as a graphviz Digraph, clustered by module."""
     dot = graphviz.Digraph(
         name,
         graph_attr={"rankdir": "TB" if view == "forward" else "BT", "fontsize": "10"},

@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         trace, out = trace_layer(name, args.batch, args.timesteps)
     target = Path(args.out or f"runs/viz/{name.lower()}_{args.view}.{args.format}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    graph = trace.draw(out, view=args.view, depth=depth, name=f"{name}_{args.view}")
+    built = viz.build(out, trace, args.view, depth)
+    graph = viz.to_dot(built, trace, args.view, name=f"{name}_{args.view}")
     dot_file = target.with_suffix(".dot")
     dot_file.write_text(graph.source)
     if args.format == "dot":
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             f"macOS: brew install graphviz), then run this again, or: dot -T{args.format} {dot_file} -o {target}"
         )
         return 0
-    print(f"Wrote {target} ({len(viz.build(out, trace, args.view, depth).nodes)} nodes; DOT source in {dot_file})")
+    print(f"Wrote {target} ({len(built.nodes)} nodes; DOT source in {dot_file})")
     return 0
 
 
