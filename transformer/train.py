@@ -289,8 +289,7 @@ class Trainer:
         self.tokenizer = Tokenizer.from_json((run_dir / ckpt.TOKENIZER).read_text(encoding="utf-8"))
         corpus = self.args.corpus or self.info["corpus"]
         self.text = read_corpus(None if corpus == DEFAULT_CORPUS else corpus)
-        if self.tokenizer.unknown(self.text):
-            self.text = without_unknown(self.text, self.tokenizer, "The corpus")
+        self.text = without_unknown(self.text, self.tokenizer, "The corpus")
         self.args.dtype, self.args.seed = self.info["dtype"], self.info["seed"]
         self.model = self._make_model()
         self.name, self.parent = run_dir.name, None
