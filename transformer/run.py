@@ -65,12 +65,18 @@ def read_run(path: str | Path, device: torch.device, weights: str = ckpt.BEST) -
     if not tokenizer_path.is_file():
         raise UserError(f"{tokenizer_path} is missing, so {path} is not a complete run directory.")
     tokenizer = Tokenizer.from_json(tokenizer_path.read_text(encoding="utf-8"))
-    model = LanguageModel(info["config"], len(tokenizer))
-    if info.get("dtype") == "float64":
-        model.to(torch.float64)
+    model = build_model(info["config"], len(tokenizer), info.get("dtype"), device)
     tensors, _ = ckpt.load_tensors(path / weights)
     ckpt.load_weights(model, tensors, path / weights)
-    return Run(path, info, tokenizer, model.to(device))
+    return Run(path, info, tokenizer, model)
+
+
+def build_model(config: dict[str, Any], vocab_size: int, dtype: str | None, device: torch.device) -> LanguageModel:
+    """The model a config describes, in float64 when the run trains in it (else float32), on `device`."""
+    model = LanguageModel(config, vocab_size)
+    if dtype == "float64":
+        model.to(torch.float64)
+    return model.to(device)
 
 
 def command(body: Callable[[], int | None]) -> int:

@@ -33,7 +33,7 @@ from . import distributed
 from .data import DEFAULT_CORPUS, TOKENIZERS, Tokenizer, get_batch, read_corpus, split, without_unknown
 from .errors import UserError
 from .model import LanguageModel
-from .run import one_line_warnings, pick_device, read_run
+from .run import build_model, one_line_warnings, pick_device, read_run
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 12,
@@ -295,10 +295,7 @@ class Trainer:
         self.name, self.parent = run_dir.name, None
 
     def _make_model(self) -> LanguageModel:
-        model = LanguageModel(self.config, len(self.tokenizer))
-        if self.args.dtype == "float64":
-            model.to(torch.float64)
-        return model.to(self.device)
+        return build_model(self.config, len(self.tokenizer), self.args.dtype, self.device)
 
     def _new_run_dir(self) -> Path:
         if self.args.out_dir:
