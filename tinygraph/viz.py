@@ -76,12 +76,12 @@ class Trace:
         self._previous: list[Any] = []
 
     def __enter__(self) -> Trace:
-        self._previous.append(grad_mode.state.observer)
-        grad_mode.state.observer = self
+        self._previous.append(grad_mode.local.state.observer)
+        grad_mode.local.state.observer = self
         return self
 
     def __exit__(self, *exc: object) -> None:
-        grad_mode.state.observer = self._previous.pop()
+        grad_mode.local.state.observer = self._previous.pop()
 
     # called by the engine -------------------------------------------------------------------
     @contextlib.contextmanager

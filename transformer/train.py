@@ -481,7 +481,7 @@ class Trainer:
 
     # ---- training --------------------------------------------------------------------------------
     def autocast(self) -> tg.autocast:
-        return tg.autocast(torch.bfloat16, enabled=self.args.dtype == "bfloat16")
+        return tg.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.dtype == "bfloat16")
 
     def grad_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward and clipping over the micro-batches x[k], y[k]; returns the mean
