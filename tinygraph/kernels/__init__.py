@@ -42,19 +42,25 @@ def _triton_installed() -> bool:
 
 
 def available(*tensors: torch.Tensor | None) -> bool:
-    """True when the kernels can run on these tensors: all on one CUDA device (or on the CPU
-    under TRITON_INTERPRET=1), every floating one float32, float16 or bfloat16 (integer and
-    bool tensors such as targets and masks pass), and triton installed. `None`s are skipped."""
+    """True when the kernels can run on these tensors: all on one CUDA device of compute
+    capability 8.0 or more (Ampere on), or on the CPU under TRITON_INTERPRET=1; every
+    floating one float32, float16 or bfloat16 (integer and bool tensors such as targets and
+    masks pass); and triton installed. `None`s are skipped."""
     tensors = [t for t in tensors if t is not None]
     if not tensors:
         return False
     device = tensors[0].device
     return (
-        (device.type == "cuda" or (device.type == "cpu" and interpreted()))
+        ((device.type == "cuda" and _ampere_or_later(device)) or (device.type == "cpu" and interpreted()))
         and all(t.device == device for t in tensors)
         and all(t.dtype in DTYPES for t in tensors if t.is_floating_point())
         and _triton_installed()
     )
+
+
+@functools.cache
+def _ampere_or_later(device: torch.device) -> bool:
+    return torch.cuda.get_device_capability(device) >= (8, 0)  # bfloat16 tensor cores, what the blocks assume
 
 
 @functools.cache

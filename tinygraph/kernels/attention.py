@@ -36,8 +36,12 @@ import triton.language as tl
 from . import dot_precision
 
 LOG2E = math.log2(math.e)
+# these stand right of a tensor in the formulas: the interpreter fails on constexpr * tensor
+_LOG2E = tl.constexpr(LOG2E)
+_LN2 = tl.constexpr(math.log(2))
 MAX_HEAD_DIM = 256
-GPU_BLOCKS = {"forward": (128, 64), "key_grads": (32, 128), "query_grads": (128, 32)}  # (query rows, keys)
+# (query rows, keys) per program on a GPU: the block a program keeps is the large one
+GPU_BLOCKS = {"forward": (128, 64), "key_grads": (32, 128), "query_grads": (128, 32)}
 NO_MASK, BOOL_MASK, FLOAT_MASK = 0, 1, 2
 
 
@@ -50,8 +54,8 @@ def _dot(a, b, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _scores(q, k, rows, cols, MASK, mask_row_stride, mask_col_stride, L, S, qk_scale,
-            MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+def _scores(q, k, rows, cols, MASK, mask_row_stride, mask_col_stride, L, S, qk_scale, MASK_KIND: tl.constexpr,
+            IS_CAUSAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
     """The (rows, cols) block of q k^T * scale + mask, in base 2, -inf where masked."""
     s = _dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
     allowed = (cols < S)[None, :]
@@ -64,7 +68,7 @@ def _scores(q, k, rows, cols, MASK, mask_row_stride, mask_col_stride, L, S, qk_s
         if MASK_KIND == 1:
             allowed &= mask != 0
         else:
-            s += mask.to(tl.float32) * 1.4426950408889634  # log2(e)
+            s += mask.to(tl.float32) * _LOG2E
     return tl.where(allowed, s, float("-inf"))
 
 
@@ -84,12 +88,13 @@ def _store_rows(BASE, block, rows, row_stride, n_rows, cols, n_cols):
 
 
 @triton.jit
-def _forward_kernel(Q, K, V, MASK, OUT, LSE, q_strides, k_strides, v_strides, mask_strides, out_strides,
-                    H, L, S, E, EV, qk_scale, MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr,
+def _forward_kernel(Q, K, V, MASK, OUT, LSE, q_strides, k_strides, v_strides, mask_strides, out_strides, H, L, S,
+                    qk_scale, E: tl.constexpr, EV: tl.constexpr, MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr,
                     UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_E: tl.constexpr, BLOCK_EV: tl.constexpr):  # fmt: skip
     start_m = tl.program_id(0) * BLOCK_M
-    batch, head = tl.program_id(1) // H, tl.program_id(1) % H
+    z = tl.program_id(1).to(tl.int64)  # (batch, head) in int64: offsets past 2^31 stay right
+    batch, head = z // H, z % H
     Q += batch * q_strides[0] + head * q_strides[1]
     K += batch * k_strides[0] + head * k_strides[1]
     V += batch * v_strides[0] + head * v_strides[1]
@@ -115,36 +120,39 @@ def _forward_kernel(Q, K, V, MASK, OUT, LSE, q_strides, k_strides, v_strides, ma
         acc = acc * rescale[:, None] + _dot(p.to(v.dtype), v, UPCAST, PRECISION)
         m = m_new
     _store_rows(OUT + batch * out_strides[0] + head * out_strides[1], acc / l[:, None], rows, out_strides[2], L, ev, EV)
-    lse = (m + tl.log2(l)) * 0.6931471805599453  # ln 2: back to base e
-    tl.store(LSE + tl.program_id(1).to(tl.int64) * L + rows, lse, mask=rows < L)
+    tl.store(LSE + z * L + rows, (m + tl.log2(l)) * _LN2, mask=rows < L)  # lse back in base e
 
 
 @triton.jit
-def _row_dot_kernel(G, OUT, D, g_strides, out_strides, H, L, EV, BLOCK_M: tl.constexpr, BLOCK_EV: tl.constexpr):
+def _row_dot_kernel(G, OUT, D, g_strides, out_strides, H, L, EV: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_EV: tl.constexpr):  # fmt: skip
     """D = sum(g * o) over each row: the softmax backward's row term, once per row."""
-    batch, head = tl.program_id(1) // H, tl.program_id(1) % H
+    z = tl.program_id(1).to(tl.int64)
+    batch, head = z // H, z % H
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     ev = tl.arange(0, BLOCK_EV)
     g = _load_rows(G + batch * g_strides[0] + head * g_strides[1], rows, g_strides[2], L, ev, EV).to(tl.float32)
     o = _load_rows(OUT + batch * out_strides[0] + head * out_strides[1], rows, out_strides[2], L, ev, EV)
-    tl.store(D + tl.program_id(1).to(tl.int64) * L + rows, tl.sum(g * o.to(tl.float32), 1), mask=rows < L)
+    tl.store(D + z * L + rows, tl.sum(g * o.to(tl.float32), 1), mask=rows < L)
 
 
 @triton.jit
 def _key_grads_kernel(Q, K, V, MASK, G, LSE, D, GK, GV, q_strides, k_strides, v_strides, mask_strides, g_strides,
-                      gk_strides, gv_strides, H, L, S, E, EV, scale, qk_scale, MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr,
+                      gk_strides, gv_strides, H, L, S, scale, qk_scale, E: tl.constexpr, EV: tl.constexpr,
+                      MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr,
                       UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       BLOCK_E: tl.constexpr, BLOCK_EV: tl.constexpr):  # fmt: skip
     """gk and gv of one block of keys, summed over every query block that sees it."""
     start_n = tl.program_id(0) * BLOCK_N
-    batch, head = tl.program_id(1) // H, tl.program_id(1) % H
+    z = tl.program_id(1).to(tl.int64)
+    batch, head = z // H, z % H
     Q += batch * q_strides[0] + head * q_strides[1]
     K += batch * k_strides[0] + head * k_strides[1]
     V += batch * v_strides[0] + head * v_strides[1]
     G += batch * g_strides[0] + head * g_strides[1]
     MASK += batch * mask_strides[0] + head * mask_strides[1]
-    LSE += tl.program_id(1).to(tl.int64) * L
-    D += tl.program_id(1).to(tl.int64) * L
+    LSE += z * L
+    D += z * L
     cols = start_n + tl.arange(0, BLOCK_N)
     e, ev = tl.arange(0, BLOCK_E), tl.arange(0, BLOCK_EV)
     k = _load_rows(K, cols, k_strides[2], S, e, E)
@@ -156,7 +164,7 @@ def _key_grads_kernel(Q, K, V, MASK, G, LSE, D, GK, GV, q_strides, k_strides, v_
         rows = start_m + tl.arange(0, BLOCK_M)
         q = _load_rows(Q, rows, q_strides[2], L, e, E)
         g = _load_rows(G, rows, g_strides[2], L, ev, EV)  # 0 on rows past L: they add nothing
-        lse = tl.load(LSE + rows, mask=rows < L, other=0.0) * 1.4426950408889634  # log2(e)
+        lse = tl.load(LSE + rows, mask=rows < L, other=0.0) * _LOG2E
         d = tl.load(D + rows, mask=rows < L, other=0.0)
         s = _scores(q, k, rows, cols, MASK, mask_strides[2], mask_strides[3], L, S, qk_scale,
                     MASK_KIND, IS_CAUSAL, UPCAST, PRECISION)  # fmt: skip
@@ -171,12 +179,14 @@ def _key_grads_kernel(Q, K, V, MASK, G, LSE, D, GK, GV, q_strides, k_strides, v_
 
 @triton.jit
 def _query_grads_kernel(Q, K, V, MASK, G, LSE, D, GQ, q_strides, k_strides, v_strides, mask_strides, g_strides,
-                        gq_strides, H, L, S, E, EV, scale, qk_scale, MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr,
+                        gq_strides, H, L, S, scale, qk_scale, E: tl.constexpr, EV: tl.constexpr,
+                        MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr,
                         UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         BLOCK_E: tl.constexpr, BLOCK_EV: tl.constexpr):  # fmt: skip
     """gq of one block of query rows, summed over every key block it sees."""
     start_m = tl.program_id(0) * BLOCK_M
-    batch, head = tl.program_id(1) // H, tl.program_id(1) % H
+    z = tl.program_id(1).to(tl.int64)
+    batch, head = z // H, z % H
     Q += batch * q_strides[0] + head * q_strides[1]
     K += batch * k_strides[0] + head * k_strides[1]
     V += batch * v_strides[0] + head * v_strides[1]
@@ -186,8 +196,8 @@ def _query_grads_kernel(Q, K, V, MASK, G, LSE, D, GQ, q_strides, k_strides, v_st
     e, ev = tl.arange(0, BLOCK_E), tl.arange(0, BLOCK_EV)
     q = _load_rows(Q, rows, q_strides[2], L, e, E)
     g = _load_rows(G, rows, g_strides[2], L, ev, EV)
-    lse = tl.load(LSE + tl.program_id(1).to(tl.int64) * L + rows, mask=rows < L, other=0.0) * 1.4426950408889634
-    d = tl.load(D + tl.program_id(1).to(tl.int64) * L + rows, mask=rows < L, other=0.0)
+    lse = tl.load(LSE + z * L + rows, mask=rows < L, other=0.0) * _LOG2E
+    d = tl.load(D + z * L + rows, mask=rows < L, other=0.0)
     gq = tl.zeros((BLOCK_M, BLOCK_E), tl.float32)
     end_n = tl.minimum(S, start_m + BLOCK_M) if IS_CAUSAL else S
     for start_n in range(0, end_n, BLOCK_N):
@@ -212,13 +222,16 @@ def _mask_and_kind(attn_mask, q4, L, S):
     """The mask as a (B, H, L, S) view (zero strides where it broadcasts) and its kind."""
     if attn_mask is None:
         return q4, (0, 0, 0, 0), NO_MASK
-    if attn_mask.dtype == torch.bool:
-        attn_mask = attn_mask.view(torch.uint8)  # same bytes, a dtype every triton version loads
+    kind = BOOL_MASK if attn_mask.dtype == torch.bool else FLOAT_MASK
+    if kind == BOOL_MASK:
+        attn_mask = attn_mask.view(torch.uint8)  # the same bytes, in a dtype every triton version loads
     mask = attn_mask.expand(q4.shape[0], q4.shape[1], L, S)
-    return mask, mask.stride(), BOOL_MASK if attn_mask.dtype == torch.uint8 else FLOAT_MASK
+    return mask, mask.stride(), kind
 
 
 def _setup(q, k, v, attn_mask, scale):
+    """q, k, v as 4-d views, the mask as a (B, H, L, S) view, the scale, and the launch
+    arguments every kernel shares."""
     if not (q.ndim == k.ndim == v.ndim >= 2 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
         raise ValueError(
             f"attention kernel: q, k, v must share their leading dims, not {tuple(q.shape)}, {tuple(k.shape)}, "
@@ -229,20 +242,27 @@ def _setup(q, k, v, attn_mask, scale):
     if max(q.shape[-1], v.shape[-1]) > MAX_HEAD_DIM:
         raise ValueError(f"attention kernel: head dims above {MAX_HEAD_DIM} are not supported; use the torch formula.")
     q4, k4, v4 = _as_4d(q), _as_4d(k), _as_4d(v)
-    L, S = q4.shape[2], k4.shape[2]
+    (_, H, L, E), S, EV = q4.shape, k4.shape[2], v4.shape[3]
     mask, mask_strides, kind = _mask_and_kind(attn_mask, q4, L, S)
-    scale = scale or 1 / math.sqrt(q.shape[-1])
-    E, EV = q4.shape[-1], v4.shape[-1]
-    common = dict(  # the launch arguments every kernel shares
-        H=q4.shape[1], L=L, S=S, E=E, EV=EV, MASK_KIND=kind, UPCAST=q.device.type == "cpu",
-        PRECISION=dot_precision(q.dtype), BLOCK_E=max(16, triton.next_power_of_2(E)),
-        BLOCK_EV=max(16, triton.next_power_of_2(EV)),
+    shared = dict(
+        H=H, L=L, S=S, E=E, EV=EV, MASK_KIND=kind, UPCAST=q.device.type == "cpu", PRECISION=dot_precision(q.dtype),
+        BLOCK_E=max(16, triton.next_power_of_2(E)), BLOCK_EV=max(16, triton.next_power_of_2(EV)),
     )  # fmt: skip
-    return q4, k4, v4, mask, mask_strides, scale, common
+    return q4, k4, v4, mask, mask_strides, scale or 1 / math.sqrt(E), shared
 
 
-def _blocks(kernel, device):
-    return (16, 16) if device.type == "cpu" else GPU_BLOCKS[kernel]  # the interpreter: small blocks
+def _launch_config(kernel, device, head_dim):
+    """Blocks and launch settings. The interpreter: the smallest blocks, so that tests cross
+    their boundaries. A GPU: FlashAttention-2's usual shapes (untuned here), the block a
+    program keeps halved above 64 head dims, and more warps for the wider tiles."""
+    if device.type == "cpu":
+        return dict(BLOCK_M=16, BLOCK_N=16)
+    block_m, block_n = GPU_BLOCKS[kernel]
+    if head_dim > 64:
+        block_m, block_n = (block_m, block_n // 2) if kernel == "key_grads" else (block_m // 2, block_n)
+    return dict(
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4 if head_dim <= 64 else 8, num_stages=3 if head_dim <= 128 else 2
+    )
 
 
 def attention_forward(
@@ -257,15 +277,16 @@ def attention_forward(
     """(out, lse): F.scaled_dot_product_attention(q, k, v, attn_mask, is_causal=, scale=)
     for q (..., L, E), k (..., S, E), v (..., S, Ev) (up to 4 dims of the same leading
     shape), and each query row's logsumexp of its scores (float32, q's leading shape and L).
-    attn_mask is a bool (True takes part) or float (added) mask broadcastable to (..., L, S)."""
-    q4, k4, v4, mask, mask_strides, scale, common = _setup(q, k, v, attn_mask, scale)
-    B, H, L, _ = q4.shape
-    out = torch.empty_like(q4) if common["EV"] == common["E"] else q4.new_empty(B, H, L, common["EV"])
+    attn_mask is a bool (True takes part) or float (added) mask broadcastable to (..., L, S).
+    The output takes q's memory layout where it can (heads split from rows stay so)."""
+    q4, k4, v4, mask, mask_strides, scale, shared = _setup(q, k, v, attn_mask, scale)
+    B, H, L, E = q4.shape
+    out = torch.empty_like(q4) if shared["EV"] == E else q4.new_empty(B, H, L, shared["EV"])
     lse = torch.empty(B, H, L, dtype=torch.float32, device=q.device)
-    block_m, block_n = _blocks("forward", q.device)
-    _forward_kernel[(triton.cdiv(L, block_m), B * H)](
+    config = _launch_config("forward", q.device, max(E, shared["EV"]))
+    _forward_kernel[(triton.cdiv(L, config["BLOCK_M"]), B * H)](
         q4, k4, v4, mask, out, lse, q4.stride(), k4.stride(), v4.stride(), mask_strides, out.stride(),
-        qk_scale=scale * LOG2E, IS_CAUSAL=is_causal, BLOCK_M=block_m, BLOCK_N=block_n, **common,
+        qk_scale=scale * LOG2E, IS_CAUSAL=is_causal, **shared, **config,
     )  # fmt: skip
     return out.view(*q.shape[:-1], -1), lse.view(q.shape[:-1])
 
@@ -282,28 +303,26 @@ def attention_backward(
     is_causal: bool = False,
     scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(gq, gk, gv) from the grad of the output and the forward's out and lse, with the
-    forward's q, k, v, mask and options."""
-    q4, k4, v4, mask, mask_strides, scale, common = _setup(q, k, v, attn_mask, scale)
-    g4, out4 = _as_4d(grad), _as_4d(out)
-    B, H, L, _ = q4.shape
-    S = k4.shape[2]
+    """(gq, gk, gv), each in its input's layout where it can, from the grad of the output
+    and the forward's out and lse, with the forward's q, k, v, mask and options."""
+    q4, k4, v4, mask, mask_strides, scale, shared = _setup(q, k, v, attn_mask, scale)
+    g4, out4, lse = _as_4d(grad), _as_4d(out), lse.contiguous()
+    B, H, L, E = q4.shape
+    head_dim = max(E, shared["EV"])
     d = torch.empty(B, H, L, dtype=torch.float32, device=q.device)
-    block_m, _ = _blocks("forward", q.device)
-    _row_dot_kernel[(triton.cdiv(L, block_m), B * H)](
-        g4, out4, d, g4.stride(), out4.stride(), H, L, common["EV"], BLOCK_M=block_m, BLOCK_EV=common["BLOCK_EV"]
+    rows = _launch_config("forward", q.device, head_dim)["BLOCK_M"]
+    _row_dot_kernel[(triton.cdiv(L, rows), B * H)](
+        g4, out4, d, g4.stride(), out4.stride(), H, L, shared["EV"], BLOCK_M=rows, BLOCK_EV=shared["BLOCK_EV"]
     )
     gq, gk, gv = torch.empty_like(q4), torch.empty_like(k4), torch.empty_like(v4)
-    args = (q4, k4, v4, mask, g4, lse, d)
+    inputs = (q4, k4, v4, mask, g4, lse, d)
     strides = (q4.stride(), k4.stride(), v4.stride(), mask_strides, g4.stride())
-    block_m, block_n = _blocks("key_grads", q.device)
-    _key_grads_kernel[(triton.cdiv(S, block_n), B * H)](
-        *args, gk, gv, *strides, gk.stride(), gv.stride(), scale=scale, qk_scale=scale * LOG2E, IS_CAUSAL=is_causal, BLOCK_M=block_m,
-        BLOCK_N=block_n, **common,
-    )  # fmt: skip
-    block_m, block_n = _blocks("query_grads", q.device)
-    _query_grads_kernel[(triton.cdiv(L, block_m), B * H)](
-        *args, gq, *strides, gq.stride(), scale=scale, qk_scale=scale * LOG2E, IS_CAUSAL=is_causal, BLOCK_M=block_m,
-        BLOCK_N=block_n, **common,
-    )  # fmt: skip
+    options = dict(scale=scale, qk_scale=scale * LOG2E, IS_CAUSAL=is_causal, **shared)
+    config = _launch_config("key_grads", q.device, head_dim)
+    grid = (triton.cdiv(k4.shape[2], config["BLOCK_N"]), B * H)
+    _key_grads_kernel[grid](*inputs, gk, gv, *strides, gk.stride(), gv.stride(), **options, **config)
+    config = _launch_config("query_grads", q.device, head_dim)
+    _query_grads_kernel[(triton.cdiv(L, config["BLOCK_M"]), B * H)](
+        *inputs, gq, *strides, gq.stride(), **options, **config
+    )
     return gq.view(q.shape), gk.view(k.shape), gv.view(v.shape)

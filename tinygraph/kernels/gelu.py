@@ -34,7 +34,9 @@ GPU_BLOCK = (32, 256)  # rows, features per program on a GPU
 
 @triton.jit
 def _tanh(z):
-    return 1 - 2 / (tl.exp(2 * z) + 1)  # triton has no tanh; this one saturates cleanly at +-1
+    e = tl.exp(-2 * tl.abs(z))  # triton has no tanh; exp(-2|z|) never overflows
+    t = (1 - e) / (1 + e)
+    return tl.where(z < 0, -t, t)
 
 
 @triton.jit

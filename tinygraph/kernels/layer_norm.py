@@ -28,8 +28,8 @@ GPU_TILE = 4096  # elements per program on a GPU: several short rows, or one lon
 
 
 @triton.jit
-def _forward_kernel(X, W, B, Y, MEAN, RSTD, M, N, eps,
-                    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+def _forward_kernel(X, W, B, Y, MEAN, RSTD, M, N, eps, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     inside = (rows < M)[:, None] & (cols < N)[None, :]
