@@ -12,14 +12,18 @@ library, interpreted, would break torch.compile's GPU kernels in the same proces
 
 Shapes are tiny (the interpreter runs each program in Python) and chosen against the
 interpreter's 16-wide blocks: non-powers of two, masked tails, several blocks per row and
-per program. Skipped where triton is not installed.
+per program. The interpreter runs none of Triton's compiler, so one more test compiles
+every kernel for Hopper (sm_90) without a GPU, in a process of its own. Skipped where
+triton is not installed.
 """
 
 import importlib.util
 import math
 import os
+import subprocess
 import sys
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -30,6 +34,7 @@ from tinygraph.ops import elementwise as E
 from tinygraph.ops import nn as N
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
@@ -273,3 +278,13 @@ def test_attention_of_3d_inputs():
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     gq, gk, gv = K.attention.attention_backward(torch.ones_like(out), q, key, v, out, lse, is_causal=True)
     assert gq.shape == gk.shape == gv.shape == (2, 21, 12)
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_hopper():
+    """The compiled path the interpreter never takes (tensor-core products of half inputs,
+    GPU blocks) goes through Triton's compiler down to a cubin, within shared memory."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    tool = [sys.executable, "tools/compile_kernels.py", "--quick", "--arch", "90"]
+    result = subprocess.run(tool, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"

@@ -251,18 +251,18 @@ def _setup(q, k, v, attn_mask, scale):
     return q4, k4, v4, mask, mask_strides, scale or 1 / math.sqrt(E), shared
 
 
-def _launch_config(kernel, device, head_dim):
+def _launch_config(kernel, q, head_dim):
     """Blocks and launch settings. The interpreter: the smallest blocks, so that tests cross
-    their boundaries. A GPU: FlashAttention-2's usual shapes (untuned here), the block a
-    program keeps halved above 64 head dims, and more warps for the wider tiles."""
-    if device.type == "cpu":
+    their boundaries. A GPU: FlashAttention-2's usual shapes (untuned here) for rows of up to
+    128 bytes (64 half-precision features); for wider rows the block a program keeps is
+    halved, with fewer pipeline stages and more warps, to stay within shared memory."""
+    if q.device.type == "cpu":
         return dict(BLOCK_M=16, BLOCK_N=16)
     block_m, block_n = GPU_BLOCKS[kernel]
-    if head_dim > 64:
-        block_m, block_n = (block_m, block_n // 2) if kernel == "key_grads" else (block_m // 2, block_n)
-    return dict(
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4 if head_dim <= 64 else 8, num_stages=3 if head_dim <= 128 else 2
-    )
+    if head_dim * q.element_size() <= 128:
+        return dict(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4, num_stages=3)
+    block_m, block_n = (block_m, block_n // 2) if kernel == "key_grads" else (block_m // 2, block_n)
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=8, num_stages=2)
 
 
 def attention_forward(
@@ -283,7 +283,7 @@ def attention_forward(
     B, H, L, E = q4.shape
     out = torch.empty_like(q4) if shared["EV"] == E else q4.new_empty(B, H, L, shared["EV"])
     lse = torch.empty(B, H, L, dtype=torch.float32, device=q.device)
-    config = _launch_config("forward", q.device, max(E, shared["EV"]))
+    config = _launch_config("forward", q, max(E, shared["EV"]))
     _forward_kernel[(triton.cdiv(L, config["BLOCK_M"]), B * H)](
         q4, k4, v4, mask, out, lse, q4.stride(), k4.stride(), v4.stride(), mask_strides, out.stride(),
         qk_scale=scale * LOG2E, IS_CAUSAL=is_causal, **shared, **config,
@@ -310,7 +310,7 @@ def attention_backward(
     B, H, L, E = q4.shape
     head_dim = max(E, shared["EV"])
     d = torch.empty(B, H, L, dtype=torch.float32, device=q.device)
-    rows = _launch_config("forward", q.device, head_dim)["BLOCK_M"]
+    rows = _launch_config("forward", q, head_dim)["BLOCK_M"]
     _row_dot_kernel[(triton.cdiv(L, rows), B * H)](
         g4, out4, d, g4.stride(), out4.stride(), H, L, shared["EV"], BLOCK_M=rows, BLOCK_EV=shared["BLOCK_EV"]
     )
@@ -318,10 +318,10 @@ def attention_backward(
     inputs = (q4, k4, v4, mask, g4, lse, d)
     strides = (q4.stride(), k4.stride(), v4.stride(), mask_strides, g4.stride())
     options = dict(scale=scale, qk_scale=scale * LOG2E, IS_CAUSAL=is_causal, **shared)
-    config = _launch_config("key_grads", q.device, head_dim)
+    config = _launch_config("key_grads", q, head_dim)
     grid = (triton.cdiv(k4.shape[2], config["BLOCK_N"]), B * H)
     _key_grads_kernel[grid](*inputs, gk, gv, *strides, gk.stride(), gv.stride(), **options, **config)
-    config = _launch_config("query_grads", q.device, head_dim)
+    config = _launch_config("query_grads", q, head_dim)
     _query_grads_kernel[(triton.cdiv(L, config["BLOCK_M"]), B * H)](
         *inputs, gq, *strides, gq.stride(), **options, **config
     )
