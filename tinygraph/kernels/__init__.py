@@ -16,8 +16,10 @@ importing one of those modules does, so ask `available(*tensors)` first.
 
 Triton's interpreter runs the same kernels on CPU tensors (`TRITON_INTERPRET=1`), which is
 how the tests check them without a GPU. `@triton.jit` reads the variable when a module is
-imported, so it must be set before the first import of a kernel module. On the CPU the
-modules pick the smallest blocks, so that a test's small shapes cross block boundaries.
+imported, so it must be set before the first import of a kernel module. Under the
+interpreter the modules pick the smallest blocks, so that a test's small shapes cross
+block boundaries, and run matrix products in float32 (its bfloat16 tl.dot multiplies
+bit patterns).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 def interpreted() -> bool:
     """Whether TRITON_INTERPRET asks for Triton's interpreter (read as triton reads it)."""
     return os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "yes", "on", "y")
+
+
+def on_interpreter(t: torch.Tensor) -> bool:
+    """Whether a kernel launched on `t` runs under the interpreter: a CPU tensor does."""
+    return t.device.type == "cpu"
 
 
 @functools.cache

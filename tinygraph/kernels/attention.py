@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import dot_precision
+from . import dot_precision, on_interpreter
 
 LOG2E = math.log2(math.e)
 # these stand right of a tensor in the formulas: the interpreter fails on constexpr * tensor
@@ -54,8 +54,8 @@ def _dot(a, b, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _scores(q, k, rows, cols, MASK, mask_row_stride, mask_col_stride, L, S, qk_scale, MASK_KIND: tl.constexpr,
-            IS_CAUSAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+def _scores(q, k, rows, cols, MASK, mask_strides, L, S, qk_scale, MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr,
+            UPCAST: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
     """The (rows, cols) block of q k^T * scale + mask, in base 2, -inf where masked."""
     s = _dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
     allowed = (cols < S)[None, :]
@@ -63,13 +63,37 @@ def _scores(q, k, rows, cols, MASK, mask_row_stride, mask_col_stride, L, S, qk_s
         allowed &= cols[None, :] <= rows[:, None]  # top left aligned, as torch's is_causal
     if MASK_KIND != 0:
         inside = (rows < L)[:, None] & (cols < S)[None, :]
-        offsets = rows.to(tl.int64)[:, None] * mask_row_stride + cols.to(tl.int64)[None, :] * mask_col_stride
+        offsets = rows.to(tl.int64)[:, None] * mask_strides[2] + cols.to(tl.int64)[None, :] * mask_strides[3]
         mask = tl.load(MASK + offsets, mask=inside, other=MASK_KIND == 1)  # rows past L: allowed, no 0 / 0
         if MASK_KIND == 1:
             allowed &= mask != 0
         else:
             s += mask.to(tl.float32) * _LOG2E
     return tl.where(allowed, s, float("-inf"))
+
+
+@triton.jit
+def _probs_and_score_grads(q, k, v, g, lse, d, rows, cols, MASK, mask_strides, L, S, qk_scale, MASK_KIND: tl.constexpr,
+                           IS_CAUSAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """The backward's (rows, cols) block: p recomputed from lse (base 2), and gs = p (g v^T - D)."""
+    s = _scores(q, k, rows, cols, MASK, mask_strides, L, S, qk_scale, MASK_KIND, IS_CAUSAL, UPCAST, PRECISION)
+    p = tl.exp2(s - lse[:, None])
+    return p, p * (_dot(g, tl.trans(v), UPCAST, PRECISION) - d[:, None])
+
+
+@triton.jit
+def _head(BASE, strides, batch, head):
+    """BASE moved to one (batch, head)'s (rows, features) matrix."""
+    return BASE + batch * strides[0] + head * strides[1]
+
+
+@triton.jit
+def _row_terms(LSE, D, z, rows, L):
+    """lse (in base 2) and D of the rows of one (batch, head); 0 past L."""
+    inside = rows < L
+    return tl.load(LSE + z * L + rows, mask=inside, other=0.0) * _LOG2E, tl.load(
+        D + z * L + rows, mask=inside, other=0.0
+    )
 
 
 @triton.jit
@@ -95,13 +119,12 @@ def _forward_kernel(Q, K, V, MASK, OUT, LSE, q_strides, k_strides, v_strides, ma
     start_m = tl.program_id(0) * BLOCK_M
     z = tl.program_id(1).to(tl.int64)  # (batch, head) in int64: offsets past 2^31 stay right
     batch, head = z // H, z % H
-    Q += batch * q_strides[0] + head * q_strides[1]
-    K += batch * k_strides[0] + head * k_strides[1]
-    V += batch * v_strides[0] + head * v_strides[1]
-    MASK += batch * mask_strides[0] + head * mask_strides[1]
+    K = _head(K, k_strides, batch, head)
+    V = _head(V, v_strides, batch, head)
+    MASK = _head(MASK, mask_strides, batch, head)
     rows = start_m + tl.arange(0, BLOCK_M)
     e, ev = tl.arange(0, BLOCK_E), tl.arange(0, BLOCK_EV)
-    q = _load_rows(Q, rows, q_strides[2], L, e, E)
+    q = _load_rows(_head(Q, q_strides, batch, head), rows, q_strides[2], L, e, E)
     m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_EV), tl.float32)
@@ -110,8 +133,7 @@ def _forward_kernel(Q, K, V, MASK, OUT, LSE, q_strides, k_strides, v_strides, ma
         cols = start_n + tl.arange(0, BLOCK_N)
         k = _load_rows(K, cols, k_strides[2], S, e, E)
         v = _load_rows(V, cols, v_strides[2], S, ev, EV)
-        s = _scores(q, k, rows, cols, MASK, mask_strides[2], mask_strides[3], L, S, qk_scale,
-                    MASK_KIND, IS_CAUSAL, UPCAST, PRECISION)  # fmt: skip
+        s = _scores(q, k, rows, cols, MASK, mask_strides, L, S, qk_scale, MASK_KIND, IS_CAUSAL, UPCAST, PRECISION)
         m_new = tl.maximum(m, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row masked so far: exp2(-inf) = 0, not NaN
         p = tl.exp2(s - m_safe[:, None])
@@ -119,7 +141,7 @@ def _forward_kernel(Q, K, V, MASK, OUT, LSE, q_strides, k_strides, v_strides, ma
         l = l * rescale + tl.sum(p, 1)
         acc = acc * rescale[:, None] + _dot(p.to(v.dtype), v, UPCAST, PRECISION)
         m = m_new
-    _store_rows(OUT + batch * out_strides[0] + head * out_strides[1], acc / l[:, None], rows, out_strides[2], L, ev, EV)
+    _store_rows(_head(OUT, out_strides, batch, head), acc / l[:, None], rows, out_strides[2], L, ev, EV)
     tl.store(LSE + z * L + rows, (m + tl.log2(l)) * _LN2, mask=rows < L)  # lse back in base e
 
 
@@ -131,8 +153,8 @@ def _row_dot_kernel(G, OUT, D, g_strides, out_strides, H, L, EV: tl.constexpr, B
     batch, head = z // H, z % H
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     ev = tl.arange(0, BLOCK_EV)
-    g = _load_rows(G + batch * g_strides[0] + head * g_strides[1], rows, g_strides[2], L, ev, EV).to(tl.float32)
-    o = _load_rows(OUT + batch * out_strides[0] + head * out_strides[1], rows, out_strides[2], L, ev, EV)
+    g = _load_rows(_head(G, g_strides, batch, head), rows, g_strides[2], L, ev, EV).to(tl.float32)
+    o = _load_rows(_head(OUT, out_strides, batch, head), rows, out_strides[2], L, ev, EV)
     tl.store(D + z * L + rows, tl.sum(g * o.to(tl.float32), 1), mask=rows < L)
 
 
@@ -146,17 +168,13 @@ def _key_grads_kernel(Q, K, V, MASK, G, LSE, D, GK, GV, q_strides, k_strides, v_
     start_n = tl.program_id(0) * BLOCK_N
     z = tl.program_id(1).to(tl.int64)
     batch, head = z // H, z % H
-    Q += batch * q_strides[0] + head * q_strides[1]
-    K += batch * k_strides[0] + head * k_strides[1]
-    V += batch * v_strides[0] + head * v_strides[1]
-    G += batch * g_strides[0] + head * g_strides[1]
-    MASK += batch * mask_strides[0] + head * mask_strides[1]
-    LSE += z * L
-    D += z * L
+    Q = _head(Q, q_strides, batch, head)
+    G = _head(G, g_strides, batch, head)
+    MASK = _head(MASK, mask_strides, batch, head)
     cols = start_n + tl.arange(0, BLOCK_N)
     e, ev = tl.arange(0, BLOCK_E), tl.arange(0, BLOCK_EV)
-    k = _load_rows(K, cols, k_strides[2], S, e, E)
-    v = _load_rows(V, cols, v_strides[2], S, ev, EV)
+    k = _load_rows(_head(K, k_strides, batch, head), cols, k_strides[2], S, e, E)
+    v = _load_rows(_head(V, v_strides, batch, head), cols, v_strides[2], S, ev, EV)
     gk = tl.zeros((BLOCK_N, BLOCK_E), tl.float32)
     gv = tl.zeros((BLOCK_N, BLOCK_EV), tl.float32)
     begin_m = (start_n // BLOCK_M) * BLOCK_M if IS_CAUSAL else 0  # rows above the first key see none of it
@@ -164,17 +182,13 @@ def _key_grads_kernel(Q, K, V, MASK, G, LSE, D, GK, GV, q_strides, k_strides, v_
         rows = start_m + tl.arange(0, BLOCK_M)
         q = _load_rows(Q, rows, q_strides[2], L, e, E)
         g = _load_rows(G, rows, g_strides[2], L, ev, EV)  # 0 on rows past L: they add nothing
-        lse = tl.load(LSE + rows, mask=rows < L, other=0.0) * _LOG2E
-        d = tl.load(D + rows, mask=rows < L, other=0.0)
-        s = _scores(q, k, rows, cols, MASK, mask_strides[2], mask_strides[3], L, S, qk_scale,
-                    MASK_KIND, IS_CAUSAL, UPCAST, PRECISION)  # fmt: skip
-        p = tl.exp2(s - lse[:, None])
+        lse, d = _row_terms(LSE, D, z, rows, L)
+        p, gs = _probs_and_score_grads(q, k, v, g, lse, d, rows, cols, MASK, mask_strides, L, S, qk_scale,
+                                       MASK_KIND, IS_CAUSAL, UPCAST, PRECISION)  # fmt: skip
         gv += _dot(tl.trans(p.to(g.dtype)), g, UPCAST, PRECISION)
-        gp = _dot(g, tl.trans(v), UPCAST, PRECISION)
-        gs = p * (gp - d[:, None])
         gk += _dot(tl.trans(gs.to(q.dtype)), q, UPCAST, PRECISION)
-    _store_rows(GK + batch * gk_strides[0] + head * gk_strides[1], gk * scale, cols, gk_strides[2], S, e, E)
-    _store_rows(GV + batch * gv_strides[0] + head * gv_strides[1], gv, cols, gv_strides[2], S, ev, EV)
+    _store_rows(_head(GK, gk_strides, batch, head), gk * scale, cols, gk_strides[2], S, e, E)
+    _store_rows(_head(GV, gv_strides, batch, head), gv, cols, gv_strides[2], S, ev, EV)
 
 
 @triton.jit
@@ -187,29 +201,24 @@ def _query_grads_kernel(Q, K, V, MASK, G, LSE, D, GQ, q_strides, k_strides, v_st
     start_m = tl.program_id(0) * BLOCK_M
     z = tl.program_id(1).to(tl.int64)
     batch, head = z // H, z % H
-    Q += batch * q_strides[0] + head * q_strides[1]
-    K += batch * k_strides[0] + head * k_strides[1]
-    V += batch * v_strides[0] + head * v_strides[1]
-    G += batch * g_strides[0] + head * g_strides[1]
-    MASK += batch * mask_strides[0] + head * mask_strides[1]
+    K = _head(K, k_strides, batch, head)
+    V = _head(V, v_strides, batch, head)
+    MASK = _head(MASK, mask_strides, batch, head)
     rows = start_m + tl.arange(0, BLOCK_M)
     e, ev = tl.arange(0, BLOCK_E), tl.arange(0, BLOCK_EV)
-    q = _load_rows(Q, rows, q_strides[2], L, e, E)
-    g = _load_rows(G, rows, g_strides[2], L, ev, EV)
-    lse = tl.load(LSE + z * L + rows, mask=rows < L, other=0.0) * _LOG2E
-    d = tl.load(D + z * L + rows, mask=rows < L, other=0.0)
+    q = _load_rows(_head(Q, q_strides, batch, head), rows, q_strides[2], L, e, E)
+    g = _load_rows(_head(G, g_strides, batch, head), rows, g_strides[2], L, ev, EV)
+    lse, d = _row_terms(LSE, D, z, rows, L)
     gq = tl.zeros((BLOCK_M, BLOCK_E), tl.float32)
     end_n = tl.minimum(S, start_m + BLOCK_M) if IS_CAUSAL else S
     for start_n in range(0, end_n, BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
         k = _load_rows(K, cols, k_strides[2], S, e, E)
         v = _load_rows(V, cols, v_strides[2], S, ev, EV)
-        s = _scores(q, k, rows, cols, MASK, mask_strides[2], mask_strides[3], L, S, qk_scale,
-                    MASK_KIND, IS_CAUSAL, UPCAST, PRECISION)  # fmt: skip
-        p = tl.exp2(s - lse[:, None])
-        gs = p * (_dot(g, tl.trans(v), UPCAST, PRECISION) - d[:, None])
+        _, gs = _probs_and_score_grads(q, k, v, g, lse, d, rows, cols, MASK, mask_strides, L, S, qk_scale,
+                                       MASK_KIND, IS_CAUSAL, UPCAST, PRECISION)  # fmt: skip
         gq += _dot(gs.to(k.dtype), k, UPCAST, PRECISION)
-    _store_rows(GQ + batch * gq_strides[0] + head * gq_strides[1], gq * scale, rows, gq_strides[2], L, e, E)
+    _store_rows(_head(GQ, gq_strides, batch, head), gq * scale, rows, gq_strides[2], L, e, E)
 
 
 def _as_4d(t: torch.Tensor) -> torch.Tensor:
@@ -245,7 +254,7 @@ def _setup(q, k, v, attn_mask, scale):
     (_, H, L, E), S, EV = q4.shape, k4.shape[2], v4.shape[3]
     mask, mask_strides, kind = _mask_and_kind(attn_mask, q4, L, S)
     shared = dict(
-        H=H, L=L, S=S, E=E, EV=EV, MASK_KIND=kind, UPCAST=q.device.type == "cpu", PRECISION=dot_precision(q.dtype),
+        H=H, L=L, S=S, E=E, EV=EV, MASK_KIND=kind, UPCAST=on_interpreter(q), PRECISION=dot_precision(q.dtype),
         BLOCK_E=max(16, triton.next_power_of_2(E)), BLOCK_EV=max(16, triton.next_power_of_2(EV)),
     )  # fmt: skip
     return q4, k4, v4, mask, mask_strides, scale or 1 / math.sqrt(E), shared
@@ -256,7 +265,7 @@ def _launch_config(kernel, q, head_dim):
     their boundaries. A GPU: FlashAttention-2's usual shapes (untuned here) for rows of up to
     128 bytes (64 half-precision features); for wider rows the block a program keeps is
     halved, with fewer pipeline stages and more warps, to stay within shared memory."""
-    if q.device.type == "cpu":
+    if on_interpreter(q):
         return dict(BLOCK_M=16, BLOCK_N=16)
     block_m, block_n = GPU_BLOCKS[kernel]
     if head_dim * q.element_size() <= 128:

@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import on_interpreter
+
 REDUCTIONS = ("mean", "sum", "none")
 GPU_CHUNK = 4096  # classes per step of a row's loop on a GPU
 
@@ -74,7 +76,7 @@ def _rows(logits, target):
         )
     logits = logits if logits.stride(1) == 1 else logits.contiguous()
     N, C = logits.shape
-    chunk = 16 if logits.device.type == "cpu" else min(GPU_CHUNK, triton.next_power_of_2(C))  # the interpreter: small
+    chunk = 16 if on_interpreter(logits) else min(GPU_CHUNK, triton.next_power_of_2(C))
     return logits, target.contiguous(), N, C, chunk, min(max(chunk // 256, 1), 8)
 
 

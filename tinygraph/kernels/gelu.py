@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from ..ops.elementwise import INV_SQRT_2PI, SQRT1_2, SQRT_2_PI
-from . import programs
+from . import on_interpreter, programs
 
 # these stand right of a tensor in the formulas: the interpreter fails on constexpr * tensor
 _SQRT1_2 = tl.constexpr(SQRT1_2)
@@ -89,7 +89,7 @@ def _launch(x, bias, grad, approximate):
     M, N = rows.shape
     if bias is not None and bias.shape != (N,):
         raise ValueError(f"gelu kernel: bias must have shape ({N},), the input's last dim, not {tuple(bias.shape)}.")
-    block_m, block_n = (4, 16) if x.device.type == "cpu" else GPU_BLOCK  # the interpreter: small blocks
+    block_m, block_n = (4, 16) if on_interpreter(x) else GPU_BLOCK
     count = programs(x.device, triton.cdiv(M, block_m))
     out = torch.empty_like(rows)
     partial = (

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import programs
+from . import on_interpreter, programs
 
 MAX_FEATURES = 16384  # a whole row sits in one program's registers
 GPU_TILE = 4096  # elements per program on a GPU: several short rows, or one long one
@@ -90,7 +90,7 @@ def _blocks(x: torch.Tensor) -> tuple[int, int, int]:
     block_n = triton.next_power_of_2(N)
     if block_n > MAX_FEATURES:
         raise ValueError(f"layer_norm kernel: rows of {N} features exceed {MAX_FEATURES}; use the torch formula.")
-    if x.device.type == "cpu":  # the interpreter: small blocks, so tests cross their boundaries
+    if on_interpreter(x):
         return 4, block_n, 1
     block_m = max(1, GPU_TILE // block_n)
     return block_m, block_n, min(max(block_m * block_n // 512, 1), 8)
