@@ -23,6 +23,7 @@ Scores are kept in base 2 (scaled by log2 e) so that exp is one exp2; lse is sav
 Matrix products run on q, k, v's own dtype (tensor cores for float16 and bfloat16) with
 float32 sums; p and gs are rounded to that dtype before their products, as FlashAttention
 does. A row that no key may attend gives NaN, as softmax over nothing does in the composite.
+There is no dropout here: with dropout_p > 0 the op keeps its own path.
 """
 
 from __future__ import annotations
@@ -251,7 +252,9 @@ def _setup(q, k, v, attn_mask, scale):
     if max(q.shape[-1], v.shape[-1]) > MAX_HEAD_DIM:
         raise ValueError(f"attention kernel: head dims above {MAX_HEAD_DIM} are not supported; use the torch formula.")
     q4, k4, v4 = _as_4d(q), _as_4d(k), _as_4d(v)
-    (_, H, L, E), S, EV = q4.shape, k4.shape[2], v4.shape[3]
+    (B, H, L, E), S, EV = q4.shape, k4.shape[2], v4.shape[3]
+    if B * H > 65535:  # they are the grid's second dim
+        raise ValueError(f"attention kernel: {B * H} (batch, head) pairs exceed 65535; use the torch formula.")
     mask, mask_strides, kind = _mask_and_kind(attn_mask, q4, L, S)
     shared = dict(
         H=H, L=L, S=S, E=E, EV=EV, MASK_KIND=kind, UPCAST=on_interpreter(q), PRECISION=dot_precision(q.dtype),

@@ -29,7 +29,7 @@ from . import on_interpreter, programs
 _SQRT1_2 = tl.constexpr(SQRT1_2)
 _SQRT_2_PI = tl.constexpr(SQRT_2_PI)
 _INV_SQRT_2PI = tl.constexpr(INV_SQRT_2PI)
-GPU_BLOCK = (32, 256)  # rows, features per program on a GPU
+GPU_BLOCK = (8, 256)  # rows, features per program on a GPU: 16 elements per thread of 4 warps
 
 
 @triton.jit

@@ -12,7 +12,8 @@ The forward reads each row once (a block of whole rows per program, in registers
 y and keeps mean and rstd (float32, one each per row): the backward recomputes xhat from
 x, mean and rstd rather than keep it. The backward reads x and g once, writes gx, and adds
 its rows' g * xhat and g into one float32 partial row per program; the few partial rows
-are summed at the end. Everything is computed in float32 whatever the input dtype.
+are summed at the end. Everything is computed in float32 whatever the input dtype. A
+normalized_shape of several dims is one dim here: flatten x's trailing dims, and w and b.
 """
 
 from __future__ import annotations
