@@ -15,11 +15,12 @@ Importing this package does not import triton (seconds, and absent from most CPU
 importing one of those modules does, so ask `available(*tensors)` first.
 
 Triton's interpreter runs the same kernels on CPU tensors (`TRITON_INTERPRET=1`), which is
-how the tests check them without a GPU. `@triton.jit` reads the variable when a module is
-imported, so it must be set before the first import of a kernel module. Under the
-interpreter the modules pick the smallest blocks, so that a test's small shapes cross
-block boundaries, and run matrix products in float32 (its bfloat16 tl.dot multiplies
-bit patterns).
+how the tests check them without a GPU. The variable must be set before triton's first
+import (triton decorates its own library then), before a kernel module's import (as
+@triton.jit reads it too) and while kernels launch. Under the interpreter the modules pick
+the smallest blocks, so that a test's small shapes cross block boundaries, and run matrix
+products in float32 (its bfloat16 tl.dot multiplies bit patterns). What the interpreter
+does not run, Triton's compiler, tools/compile_kernels.py runs for a GPU target, without one.
 """
 
 from __future__ import annotations
