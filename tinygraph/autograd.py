@@ -168,7 +168,7 @@ def _run(
                 continue
             grads = _call_backward(node, g, create_graph)
             if grad_mode.state.observer is not None:
-                grad_mode.state.observer.backward_ran(node, grads)
+                grad_mode.state.observer.backward_ran(node, g, grads)
             if not retain_graph:
                 node.release()
             if type(grads) is not tuple and type(grads) is not list:
