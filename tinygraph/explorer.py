@@ -50,13 +50,13 @@ def render(output: Tensor, trace: viz.Trace, depth: int | None = None, title: st
     collapsed = sorted(k.removeprefix("module:") for k, n in overview.nodes.items() if n["kind"] == "module")
     graphs = [overview] + [viz.build(output, trace, "backward", depth, expanded={m}) for m in collapsed]
     views = [None, *collapsed]  # the module each drawing shows open (None: the overview)
-    kinds = _module_kinds(trace)
+    kinds = dict(trace.module_path.values())  # module path -> class name
     data = {
         "views": [
             {"module": m, "kind": kinds.get(m, ""), "box": viz.dot_name(f"module:{m}")} if m is not None else {}
             for m in views
         ],
-        "steps": _steps(steps, graphs, views, trace),
+        "steps": _steps(steps, graphs, views, kinds, trace),
         "sources": [],
     }
     _add_sources(data, steps)
@@ -77,14 +77,13 @@ def render(output: Tensor, trace: viz.Trace, depth: int | None = None, title: st
 
 
 def _steps(
-    steps: list[Node], graphs: list[viz.Graph], views: list[str | None], trace: viz.Trace
+    steps: list[Node], graphs: list[viz.Graph], views: list[str | None], kinds: dict[str, str], trace: viz.Trace
 ) -> list[dict[str, Any]]:
     """One record per op, in backward's order: what the panel shows and where it is drawn."""
-    kinds = _module_kinds(trace)
     consumers: dict[Node, list[int]] = {}  # the ops that sent each op its grad
-    for node in graphs[0].ops:
+    for node in steps:
         for edge in node.edges:
-            if edge is not None and isinstance(edge[0], Node) and node in trace.order:
+            if edge is not None and isinstance(edge[0], Node):
                 consumers.setdefault(edge[0], []).append(trace.order[node])
     out = []
     for node in steps:
@@ -97,7 +96,7 @@ def _steps(
                 "number": trace.order[node],
                 "name": node.name,
                 "module": module,
-                "kind": kinds.get(module, "") if module is not None else "",
+                "kind": kinds.get(module, ""),
                 "at": at,
                 "home": home,
                 "outputs": [[list(shape), str(dtype).removeprefix("torch.")] for shape, dtype, _ in node.outputs],
@@ -165,10 +164,6 @@ def _source(fn: type) -> dict[str, Any]:
     where = file.resolve()
     shown = str(where.relative_to(PACKAGE_ROOT)) if where.is_relative_to(PACKAGE_ROOT) else file.name
     return {"op": fn.__name__, "file": shown, "line": first, "code": textwrap.dedent("".join(lines)).rstrip()}
-
-
-def _module_kinds(trace: viz.Trace) -> dict[str, str]:
-    return dict(trace.module_path.values())
 
 
 def _svg(graph: viz.Graph, trace: viz.Trace, name: str) -> str:

@@ -76,10 +76,11 @@
     return { x: Math.min(a.x, c.x), y: Math.min(a.y, c.y), w: Math.abs(c.x - a.x), h: Math.abs(c.y - a.y) };
   }
   function reveal(v, g) {
-    // center g when it is out of the middle of the view; a big drawing starts readable
-    if (!v.zoom) {
+    // center g when it is out of the middle of the view; a big drawing starts readable, at g
+    const first = !v.zoom;
+    if (first) {
       fit(v);
-      if (v.zoom.s < 0.9) v.zoom.s = 1.1;
+      if (v.zoom.s < 0.9) v.zoom.s = 1.25;
     }
     if (!g) return apply(v);
     const b = box(v, g);
@@ -88,7 +89,7 @@
     const [vw, vh] = [w / z.s, h / z.s];
     const [left, top] = [z.cx - vw / 2 + 0.15 * vw, z.cy - vh / 2 + 0.15 * vh]; // the middle 70%
     const inside = b.x >= left && b.y >= top && b.x + b.w <= left + 0.7 * vw && b.y + b.h <= top + 0.7 * vh;
-    if (!inside) {
+    if (first || !inside) {
       z.cx = b.x + b.w / 2;
       z.cy = b.y + b.h / 2;
     }
