@@ -15,7 +15,7 @@ with one recipe (AdamW, --lr, --batch-size, grads clipped to norm 1) on
 windows of the first nine tenths of the corpus, and is measured on the same --probe windows
 of the last tenth (dropout off). A run given with --from is measured as trained, and a fresh
 model of its config stands for its initialization. Writes the figure (--out) and the
-numbers beside it (flow.json).
+numbers beside it (flow.json for flow.png).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--probe", type=int, default=32, help="windows the grads are measured on (default: 32)")
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW's learning rate (default: 2e-3)")
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--out", default="runs/grad_flow/flow.png", help="the figure; flow.json goes beside it")
+    p.add_argument("--out", default="runs/grad_flow/flow.png", help="the figure; its numbers go beside it (flow.json)")
     args = p.parse_args(argv)
     for name in ("steps", "context", "batch_size", "probe"):
         if getattr(args, name) < (0 if name == "steps" else 1):
@@ -175,7 +175,8 @@ def plot(results: list[Result], steps_label: str, out: Path) -> None:
     for ax, which, title in zip(axes, ("init", "trained"), ("at initialization", steps_label)):
         for r in results:
             values = getattr(r, which)
-            ax.semilogy(range(len(values)), values, label=f"{r.name} ({r.kind})", color=COLORS.get(r.kind), lw=2)
+            label = r.kind if r.name.lower() == r.kind.lower() else f"{r.name} ({r.kind})"
+            ax.semilogy(range(len(values)), values, label=label, color=COLORS.get(r.kind), lw=2)
         ax.set_title(title)
         ax.set_xlabel("positions back from the last one")
         ax.grid(True, which="both", alpha=0.3)
@@ -217,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "models": [vars(r) for r in results],
         }
-        (out.parent / "flow.json").write_text(json.dumps(numbers, indent=1) + "\n")
-        print(f"Wrote {out} and {out.parent / 'flow.json'}")
+        out.with_suffix(".json").write_text(json.dumps(numbers, indent=1) + "\n")
+        print(f"Wrote {out} and {out.with_suffix('.json')}")
 
     return command(body)
 
