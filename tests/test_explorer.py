@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import graphviz
 import pytest
 import torch
 
@@ -164,3 +165,15 @@ def test_the_tool_writes_the_explorer(tmp_path):
     assert len(page_data(out.read_text())["steps"]) == 19
     result = run_tool("--format", "html", "--view", "forward", "--out", str(tmp_path / "f.html"))
     assert result.returncode == 2 and "drop --view forward" in result.stderr and not (tmp_path / "f.html").exists()
+
+
+def test_without_dot_the_tool_says_how_to_install_it_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import viz_graph
+
+    def no_dot(*args, **kwargs):
+        raise graphviz.ExecutableNotFound(("dot",))
+
+    monkeypatch.setattr(graphviz.Digraph, "pipe", no_dot)
+    assert viz_graph.main(["--format", "html", "--out", str(tmp_path / "b.html")]) == 1
+    assert "apt install graphviz" in capsys.readouterr().err and not (tmp_path / "b.html").exists()

@@ -27,6 +27,7 @@ from transformer import recurrent as R
 from transformer.model import LanguageModel
 
 WIDTH, HEADS, VOCAB = 16, 2, 32
+INSTALL_DOT = "Install graphviz (Debian/Ubuntu: sudo apt install graphviz; macOS: brew install graphviz)"
 LAYERS = {
     "Block": lambda: L.Block(WIDTH, HEADS),
     "MultiHeadSelfAttention": lambda: L.MultiHeadSelfAttention(WIDTH, HEADS),
@@ -124,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     except graphviz.ExecutableNotFound:
         print(
             f"Wrote the DOT source to {dot_file}, but graphviz's `dot` program is not installed, so no "
-            f"{args.format.upper()} was drawn. Install graphviz (Debian/Ubuntu: sudo apt install graphviz; "
-            f"macOS: brew install graphviz), then run this again, or: dot -T{args.format} {dot_file} -o {target}"
+            f"{args.format.upper()} was drawn. {INSTALL_DOT}, then run this again, or: "
+            f"dot -T{args.format} {dot_file} -o {target}"
         )
         return 0
     print(f"Wrote {target} ({len(built.nodes)} nodes; DOT source in {dot_file})")
@@ -140,8 +141,8 @@ def write_explorer(out: tg.Tensor, trace: viz.Trace, target: Path, depth: int | 
         viz.write_html(out, trace, target, depth, title=name)
     except graphviz.ExecutableNotFound:
         print(
-            "error: the explorer embeds graphviz's drawing, but graphviz's `dot` program is not installed. Install "
-            "graphviz (Debian/Ubuntu: sudo apt install graphviz; macOS: brew install graphviz), then run this again.",
+            "error: the explorer embeds graphviz's drawing, but graphviz's `dot` program is not installed. "
+            f"{INSTALL_DOT}, then run this again.",
             file=sys.stderr,
         )
         return 1
