@@ -145,6 +145,12 @@ def test_keys_and_buttons_step_and_the_url_follows(page, block_page):
     page.evaluate("location.hash = '#step=7'")
     page.wait_for_function("document.body.dataset.step === '7'")
     check_panel(page, trace, nodes, 7)
+    page.keyboard.press(" ")  # play: one step a second
+    page.wait_for_function("document.body.dataset.step === '8'", timeout=5000)
+    page.click("#play")  # pause
+    assert page.get_attribute("#play", "aria-label") == "play"
+    page.wait_for_timeout(1200)
+    assert shown(page) == 8
 
 
 def test_a_click_on_an_op_or_on_a_link_in_the_panel_jumps_to_its_step(page, block_page):

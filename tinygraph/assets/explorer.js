@@ -230,7 +230,7 @@
       <pre class="source">${highlight(src.code)}</pre>
       <div class="help">Backward runs the ops from the output back to the inputs. Each op gets the grad of the
         output with respect to its own output, and its hand-written backward turns it into one grad per input.
-        <br><kbd>&#x2190;</kbd> <kbd>&#x2192;</kbd> step, <kbd>Home</kbd> <kbd>End</kbd> first and last,
+        <br><kbd>&#x2190;</kbd> <kbd>&#x2192;</kbd> step, <kbd>Space</kbd> play, <kbd>Home</kbd> <kbd>End</kbd> first and last,
         <kbd>/</kbd> search, <kbd>+</kbd> <kbd>&#x2212;</kbd> <kbd>0</kbd> zoom; drag to pan, wheel to zoom,
         click an op to go to its step.</div>`;
   }
@@ -269,11 +269,25 @@
     show(matched.find((k) => k > step) ?? matched[0]);
   }
 
+  // ---- play: one step a second, until the last or until stopped -------------------------
+  let timer = null;
+  function play(on = timer === null) {
+    clearInterval(timer);
+    timer = null;
+    if (on) {
+      if (step === steps.length - 1) show(0);
+      timer = setInterval(() => (step < steps.length - 1 ? show(step + 1) : play(false)), 1000);
+    }
+    $("play").classList.toggle("playing", on);
+    $("play").setAttribute("aria-label", on ? "pause" : "play");
+  }
+
   // ---- input ---------------------------------------------------------------------------
   $("first").onclick = () => show(0);
   $("prev").onclick = () => show(step - 1);
   $("next").onclick = () => show(step + 1);
   $("last").onclick = () => show(steps.length - 1);
+  $("play").onclick = () => play();
   $("scrub").max = steps.length;
   $("scrub").oninput = (e) => show(Number(e.target.value) - 1);
   $("zoom-in").onclick = () => zoomBy(1.25);
@@ -307,6 +321,7 @@
       Home: () => show(0),
       End: () => show(steps.length - 1),
       "/": () => $("search").focus(),
+      " ": () => play(),
       "+": () => zoomBy(1.25),
       "=": () => zoomBy(1.25),
       "-": () => zoomBy(0.8),
