@@ -157,19 +157,29 @@ def run_tool(*args):
     return subprocess.run([sys.executable, "tools/viz_graph.py", *args], cwd=ROOT, capture_output=True, text=True)
 
 
+def tool():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import viz_graph
+
+    return viz_graph
+
+
 @needs_dot
 def test_the_tool_writes_the_explorer(tmp_path):
     out = tmp_path / "block.html"
     result = run_tool("--layer", "Block", "--format", "html", "--out", str(out))
     assert result.returncode == 0 and "19 backward steps" in result.stdout
     assert len(page_data(out.read_text())["steps"]) == 19
-    result = run_tool("--format", "html", "--view", "forward", "--out", str(tmp_path / "f.html"))
-    assert result.returncode == 2 and "drop --view forward" in result.stderr and not (tmp_path / "f.html").exists()
+
+
+def test_the_explorer_is_backward_only(tmp_path, capsys):
+    viz_graph = tool()
+    assert viz_graph.main(["--format", "html", "--view", "forward", "--out", str(tmp_path / "f.html")]) == 2
+    assert "drop --view forward" in capsys.readouterr().err and not (tmp_path / "f.html").exists()
 
 
 def test_without_dot_the_tool_says_how_to_install_it_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import viz_graph
+    viz_graph = tool()
 
     def no_dot(*args, **kwargs):
         raise graphviz.ExecutableNotFound(("dot",))
