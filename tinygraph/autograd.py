@@ -211,7 +211,7 @@ def _run(
                 continue
             grads = _call_backward(node, g, create_graph)
             if observer is not None:
-                observer.backward_ran(node, grads)
+                observer.backward_ran(node, g, grads)
             if not retain_graph:
                 node.release()
             if type(grads) is not tuple and type(grads) is not list:
