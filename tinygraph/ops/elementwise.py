@@ -95,7 +95,7 @@ class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
         out = torch.pow(a, b)
-        ctx.save_for_backward(a, b, out)
+        ctx.save_for_backward(a, b, out if ctx.needs_input_grad[1] else None)  # out: for b's grad only
         return out
 
     @staticmethod
@@ -296,7 +296,9 @@ class Gelu(Function):
     def forward(ctx, x, approximate="none"):
         ctx.approximate = approximate
         out = F.gelu(x, approximate=approximate)
-        # the output costs no memory of its own: the next layer keeps the same tensor
+        # the output costs no memory of its own: the next layer keeps the same tensor. (torch's
+        # saves only x, so there an in-place change of the output before backward is allowed;
+        # here it is an error that says so: a deliberate difference, for speed.)
         ctx.save_for_backward(x, out)
         return out
 

@@ -391,6 +391,8 @@ class ScaledDotProductAttention(Function):
     """softmax(q k^T * scale + mask) v. Only q, k, v and the output are kept for backward
     (and the dropout mask, if any): the (L, S) attention weights are recomputed there. A
     float mask (a learned attention bias) gets the grad of the scores it is added to.
+    (Keeping the output means that changing it in place before backward is an error, where
+    torch's math path, which keeps the weights instead, allows it: a deliberate difference.)
 
     Without dropout the forward is torch's fused attention kernel (a forward: no autograd
     involved); with dropout it computes the weights itself, to know the mask it drew.
@@ -458,7 +460,8 @@ class LSTMCell(Function):
     """One LSTM step, torch's gate order (input, forget, cell, output), as one node with two
     outputs, (h, c). `gates_x` (B, 4H) is the input's share of the gates, computed for all
     steps at once by the layer. A dozen small ops per step become one: in an unrolled
-    sequence that is most of the time."""
+    sequence that is most of the time. (h and c are sibling outputs of the one node, so
+    grad(h, c) is None, where a composite computes h from c.)"""
 
     multi_output = True
     composite = staticmethod(lstm_cell_composite)
