@@ -88,7 +88,7 @@ def rounded_div_inputs(draw):
 
 
 def _quotients():
-    return binary_inputs(left=lambda s: grid(s, 0.05), right=odd_tenths)
+    return binary_inputs(left=_between_steps, right=odd_tenths)
 
 
 def _div_floor_torch(lib, F, a, b):
@@ -114,6 +114,15 @@ def _in(lo, hi):
     return lambda s: values(s, lo, hi)
 
 
+def _between_steps(shape):
+    """k/10 + 0.05: never an integer nor a half, where rounding jumps."""
+    return grid(shape, 0.05)
+
+
+def _rounding(names):
+    return unary(piecewise_constant(spellings(*names.split())), elements=_between_steps)
+
+
 SPECS = {
     "Sin": [_unary("sin")],
     "Cos": [_unary("cos")],
@@ -136,13 +145,13 @@ SPECS = {
     "Reciprocal": [_unary("reciprocal", away_from_zero)],
     "Erfc": [_unary("erfc")],
     "Erfinv": [_unary("erfinv", _in(-0.9, 0.9))],
-    "Floor": [unary(piecewise_constant(spellings("floor")), elements=lambda s: grid(s, 0.05))],
-    "Ceil": [unary(piecewise_constant(spellings("ceil")), elements=lambda s: grid(s, 0.05))],
-    "Trunc": [unary(piecewise_constant(spellings("trunc", "fix")), elements=lambda s: grid(s, 0.05))],
-    "Frac": [unary(spellings("frac"), elements=lambda s: grid(s, 0.05))],
-    "Sgn": [unary(piecewise_constant(spellings("sgn")), elements=lambda s: grid(s, 0.05))],
+    "Floor": [_rounding("floor")],
+    "Ceil": [_rounding("ceil")],
+    "Trunc": [_rounding("trunc fix")],
+    "Frac": [unary(spellings("frac"), elements=_between_steps)],
+    "Sgn": [_rounding("sgn")],
     "Round": [
-        unary(piecewise_constant(spellings("round")), elements=lambda s: grid(s, 0.05)),
+        _rounding("round"),
         unary(piecewise_constant(lambda lib, F, x: x.round(decimals=1)), elements=lambda s: grid(s, 0.02)),
         unary(
             lambda lib, F, x: lib.round(x * 10, decimals=-1) + (x * 1).round_(decimals=1),
@@ -153,7 +162,7 @@ SPECS = {
     "Hypot": [binary(spellings("hypot"), left=away_from_zero, scalars=False)],
     "Logaddexp": [
         binary(lambda lib, F, a, b: lib.logaddexp(a, b) + a.logaddexp(b), scalars=False),
-        binary(lambda lib, F, a, b: lib.logaddexp(a * 300, b * 300), scalars=False),  # far apart: no overflow
+        binary(lambda lib, F, a, b: lib.logaddexp(a * 300, b * 300), scalars=False),  # where exp(a) overflows
     ],
     "Logaddexp2": [binary(lambda lib, F, a, b: lib.logaddexp2(a, b) + a.logaddexp2(b), scalars=False)],
     "Fmod": [right_scalar(Spec(_quotients(), spellings("fmod")))],

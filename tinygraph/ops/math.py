@@ -101,20 +101,19 @@ BINARY = {
 def _table_op(name: str, provides: str, function, grads, inputs: tuple[str, ...], torch_inputs: str) -> None:
     """Register op `name`: out = function(*inputs), and grads[i](g, ...) the grad of input i,
     given the values its parameters name (inputs and `out`), which are all the op saves."""
-    uses = [tuple(inspect.signature(grad).parameters)[1:] for grad in grads]
-    saved = (*inputs, "out")
+    position = {n: i for i, n in enumerate((*inputs, "out"))}
+    uses = [tuple(position[n] for n in list(inspect.signature(grad).parameters)[1:]) for grad in grads]
+    kept = tuple(any(i in used for used in uses) for i in position.values())
 
     def forward(ctx, *args):
         out = function(*args)
-        values = dict(zip(saved, (*args, out)))
-        wanted = {n for need, used in zip(ctx.needs_input_grad, uses) if need for n in used}
-        ctx.save_for_backward(*(values[n] if n in wanted else None for n in saved))
+        ctx.save_for_backward(*(v if keep else None for v, keep in zip((*args, out), kept)))
         return out
 
     def backward(ctx, g):
-        values = dict(zip(saved, ctx.saved_tensors))
+        values = ctx.saved_tensors
         return tuple(
-            grad(g, *(values[n] for n in used)) if need else None
+            grad(g, *(values[i] for i in used)) if need else None
             for grad, used, need in zip(grads, uses, ctx.needs_input_grad)
         )
 
@@ -158,7 +157,8 @@ class Lerp(Function):
 
     @staticmethod
     def forward(ctx, a, b, weight):
-        ctx.save_for_backward(*((a, b) if ctx.needs_input_grad[2] else (None, None)), weight)
+        dw = ctx.needs_input_grad[2]
+        ctx.save_for_backward(a if dw else None, b if dw else None, weight)
         return torch.lerp(a, b, weight)
 
     @staticmethod
