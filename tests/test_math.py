@@ -145,8 +145,10 @@ def test_wrong_arguments_are_torchs_errors_or_sentences():
         tg.sin(x, out=x)
     with pytest.raises(TypeError, match="must be Tensor"):  # torch's atan2 takes no number
         tg.atan2(x, 2.0)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(TypeError, match="bound"):
         x.clamp_min(None)
+    with pytest.raises(RuntimeError):  # as torch's
+        x.clamp()
 
 
 # ---- values and grads at the edges of each domain: torch's, NaN and Inf included -----------------------------

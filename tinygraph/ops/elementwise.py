@@ -380,7 +380,7 @@ class Clamp(Function):
 
 
 def _passed(g, keep):
-    """g where `keep` holds, else 0 (a NaN in g stays out of the places it does not reach)."""
+    """g where `keep` holds, else 0: masked, not multiplied, so a NaN or Inf in g stays where `keep` holds."""
     return g.masked_fill(~keep, 0)
 
 

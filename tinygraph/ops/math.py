@@ -206,10 +206,16 @@ def div(input, other, *, rounding_mode=None):
 @public("Tensor.clamp_min Tensor.clamp_min_ tinygraph.clamp_min")
 def clamp_min(input, min):
     """input, raised to at least `min` (a number or a tensor) elementwise."""
-    return Clamp.apply(input, min, None)
+    return Clamp.apply(input, _bound(min, "clamp_min"), None)
 
 
 @public("Tensor.clamp_max Tensor.clamp_max_ tinygraph.clamp_max")
 def clamp_max(input, max):
     """input, lowered to at most `max` (a number or a tensor) elementwise."""
-    return Clamp.apply(input, None, max)
+    return Clamp.apply(input, None, _bound(max, "clamp_max"))
+
+
+def _bound(value, name):
+    if value is None:
+        raise TypeError(f"{name}() takes a number or a tensor as its bound, not None.")
+    return value
