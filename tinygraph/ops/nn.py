@@ -1,4 +1,4 @@
-"""Neural-network ops: linear, embedding, softmax, and the fused ops.
+"""Neural-network ops: linear, embedding, softmax, normalization, and the fused ops.
 
 A fused op (layer norm, cross-entropy, attention) does in a few kernels what a chain of
 primitives would, and its backward is written by hand for speed. Because that backward
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..function import Function, public, register
 from ..tensor import Tensor, unwrap
+from .reduce import normalize_dims
 
 
 @register("F.linear")
@@ -198,6 +199,172 @@ class LayerNorm(Function):
 
 def _sum_over(t, dims):
     return t.sum(dims) if dims else t  # torch reads an empty dim tuple as "every dim"
+
+
+def rms_norm_composite(x, weight=None, *, normalized_shape, eps):
+    dims = tuple(range(-len(normalized_shape), 0))
+    y = x * ((x * x).mean(dims, keepdim=True) + eps).rsqrt()
+    return y * weight if weight is not None else y
+
+
+@register("F.rms_norm tinygraph.rms_norm")
+class RMSNorm(Function):
+    """Divide by the root mean square over the trailing `normalized_shape` dims (plus eps),
+    then scale by `weight`."""
+
+    autocast = "float32"
+
+    composite = staticmethod(rms_norm_composite)
+
+    @staticmethod
+    def call(input, normalized_shape, weight=None, eps=None):
+        """x / sqrt(mean(x^2) + eps) over the trailing dims, times `weight`; eps defaults to the
+        machine epsilon of the dtype the op computes in (float32 for half precisions), as torch's."""
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        if len(shape) > input.ndim or tuple(input.shape[input.ndim - len(shape) :]) != shape:
+            raise RuntimeError(
+                f"Given normalized_shape={list(shape)}, expected input with shape [*, {', '.join(map(str, shape))}], "
+                f"but got input of size{list(input.shape)}"
+            )
+        if eps is None:
+            eps = torch.finfo(torch.promote_types(input.dtype, torch.float32)).eps
+        return RMSNorm.apply(input, weight, normalized_shape=shape, eps=eps)
+
+    @staticmethod
+    def forward(ctx, x, weight=None, *, normalized_shape, eps):
+        ctx.features = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+        rstd = (x * x).mean(ctx.features, keepdim=True).add_(eps).rsqrt_()
+        out = x * rstd
+        if weight is not None:
+            out.mul_(weight)
+        ctx.save_for_backward(x, weight, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, rstd = ctx.saved_tensors
+        _, dw = ctx.needs_input_grad
+        features = ctx.features
+        xhat = x * rstd
+        gw = _sum_over(g * xhat, tuple(range(x.ndim - len(features)))) if dw else None
+        gxhat = g * weight if weight is not None else g.clone()
+        mean_gx = (gxhat * xhat).mean(features, keepdim=True)
+        # gx = (gxhat - xhat * mean(gxhat * xhat)) * rstd, in place
+        return gxhat.sub_(xhat.mul_(mean_gx)).mul_(rstd), gw
+
+
+def vector_norm(x, p, dims):
+    """||x||_p over `dims` (kept), from operators and methods that torch and tinygraph share."""
+    if p == 2:
+        return (x * x).sum(dims, keepdim=True).sqrt()
+    if p == 1:
+        return x.abs().sum(dims, keepdim=True)
+    if p == math.inf:
+        return x.abs().amax(dims, keepdim=True)
+    if p == -math.inf:
+        return x.abs().amin(dims, keepdim=True)
+    if p == 0:  # the count of nonzero elements: no grad
+        return (x != 0).sum(dims, keepdim=True).to(x.dtype)
+    return (x.abs() ** p).sum(dims, keepdim=True) ** (1 / p)
+
+
+def norm_slope(x, norm, p, dims):
+    """d ||x||_p / dx, with torch's values at the edges: 0 where the norm (or, for p < 1, the
+    element) is 0; the elements tied for an infinite norm share its grad."""
+    if p == 0:
+        return torch.zeros_like(x)
+    if p == 1:
+        return x.sign()
+    if p == 2:
+        return (x / norm).masked_fill_(norm == 0, 0)
+    if math.isinf(p):
+        extreme = x.abs() == norm
+        return x.sign() * extreme / extreme.sum(dims, keepdim=True)
+    slope = x.sign() * x.abs().pow(p - 1) / norm.pow(p - 1)
+    return slope.masked_fill_((norm == 0) | (x == 0) if p < 1 else norm == 0, 0)
+
+
+def normalize_composite(x, *, p, dims, eps):
+    return x / vector_norm(x, p, dims).clamp(min=eps)
+
+
+@register("F.normalize")
+class Normalize(Function):
+    """x / max(||x||_p, eps) along `dim`: unit vectors, except the shortest ones."""
+
+    autocast = "float32"
+
+    composite = staticmethod(normalize_composite)
+
+    @staticmethod
+    def call(input, p=2.0, dim=1, eps=1e-12, out=None):
+        if out is not None:
+            raise TypeError("tinygraph's normalize does not take out=; use the tensor it returns.")
+        return Normalize.apply(input, p=p, dims=normalize_dims(dim, input.ndim), eps=eps)
+
+    @staticmethod
+    def forward(ctx, x, *, p, dims, eps):
+        ctx.p, ctx.dims, ctx.eps = p, dims, eps
+        out = F.normalize(x, p, dims, eps)
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, out = ctx.saved_tensors
+        p, dims, eps = ctx.p, ctx.dims, ctx.eps
+        norm = torch.linalg.vector_norm(x, p, dims, keepdim=True)
+        # the norm's own grad counts only where the clamp lets it through (norm >= eps)
+        pull = (g * out).sum(dims, keepdim=True).masked_fill_(norm < eps, 0)
+        return (g - pull * norm_slope(x, norm, p, dims)) / norm.clamp(min=eps)
+
+
+def cosine_similarity_composite(x1, x2, *, dim, eps):
+    shape = torch.broadcast_shapes(x1.shape, x2.shape)
+
+    def unit(x):
+        norm = vector_norm(x.expand(shape), 2, dim)
+        # torch clamps the norm outside the graph: its grad stays the unclamped norm's
+        return x / (norm + (norm.clamp(min=eps) - norm).detach())
+
+    return (unit(x1) * unit(x2)).sum(dim)
+
+
+@register("F.cosine_similarity tinygraph.cosine_similarity")
+class CosineSimilarity(Function):
+    """The cosine of the angle between x1 and x2 (broadcast together) along `dim`: the sum of
+    x1 / max(||x1||, eps) * x2 / max(||x2||, eps). As in torch, each norm is clamped outside
+    the graph, so its grad is the unclamped norm's."""
+
+    autocast = "float32"
+
+    composite = staticmethod(cosine_similarity_composite)
+
+    @staticmethod
+    def call(x1, x2, dim=1, eps=1e-8):
+        (dim,) = normalize_dims(dim, max(x1.ndim, x2.ndim))
+        return CosineSimilarity.apply(x1, x2, dim=dim, eps=eps)
+
+    @staticmethod
+    def forward(ctx, x1, x2, *, dim, eps):
+        ctx.dim, ctx.eps = dim, eps
+        ctx.save_for_backward(x1, x2)
+        return F.cosine_similarity(x1, x2, dim, eps)
+
+    @staticmethod
+    def backward(ctx, g):
+        x1, x2 = torch.broadcast_tensors(*ctx.saved_tensors)
+        dim, eps = ctx.dim, ctx.eps
+        n1, n2 = (torch.linalg.vector_norm(x, 2, dim, keepdim=True) for x in (x1, x2))
+        c1, c2 = n1.clamp(min=eps), n2.clamp(min=eps)
+        u1, u2 = x1 / c1, x2 / c2
+        cos = (u1 * u2).sum(dim, keepdim=True)
+        g = g.unsqueeze(dim)
+        # d cos / d x1 = (u2 - cos * x1 / n1) / c1, where x1 / n1 is 0 for n1 = 0 (torch's norm grad)
+        d1, d2 = ctx.needs_input_grad
+        g1 = (u2 - cos * x1 / n1.masked_fill(n1 == 0, 1)).mul_(g / c1) if d1 else None
+        g2 = (u1 - cos * x2 / n2.masked_fill(n2 == 0, 1)).mul_(g / c2) if d2 else None
+        return g1, g2
 
 
 def cross_entropy_composite(logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
