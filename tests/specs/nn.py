@@ -102,18 +102,6 @@ def _cross_entropy(lib, F, x, t, **kw):
     return F.cross_entropy(x, t, **kw)
 
 
-def _nll_loss(lib, F, x, t, **kw):
-    return F.nll_loss(x.log_softmax(1 if x.ndim > 1 else 0), t, **kw)
-
-
-@st.composite
-def nll_inputs(draw):
-    (x, t), kw = draw(cross_entropy_inputs())
-    assume(t.value.dtype == np.int64)
-    kw.pop("label_smoothing", None)
-    return (x, t), kw
-
-
 @st.composite
 def attention_inputs(draw):
     batch = draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=2))
@@ -199,7 +187,6 @@ SPECS = {
         ),
     ],
     "CrossEntropy": [Spec(cross_entropy_inputs(), _cross_entropy)],
-    "Gather": [Spec(nll_inputs(), _nll_loss)],
     "LSTMCell": [
         Spec(lstm_cell_inputs(), lambda lib, F, gx, h, c, w: F.lstm_cell(gx, h, c, w), torch_call=_lstm_cell_torch),
         Spec(

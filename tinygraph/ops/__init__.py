@@ -2,6 +2,6 @@
 installs the public names each provides (Tensor methods, `tinygraph.*`, `F.*`)."""
 
 from ..function import OPS
-from . import activation, elementwise, linalg, nn, reduce, shape, values, write
+from . import activation, elementwise, linalg, loss, nn, reduce, shape, values, write
 
-__all__ = ["OPS", "activation", "elementwise", "linalg", "nn", "reduce", "shape", "values", "write"]
+__all__ = ["OPS", "activation", "elementwise", "linalg", "loss", "nn", "reduce", "shape", "values", "write"]
