@@ -101,12 +101,10 @@ SPECS = {
             lambda lib, F, x, **kw: F.hardshrink(x, **kw),
         ),
         unary(lambda lib, F, x: x.hardshrink() + lib.hardshrink(x, 1.0), elements=off_grid),
-    ],
-    "Softshrink": [
         Spec(
             with_options({"lambd": st.sampled_from([0.5, 1.0])}, off_grid),
             lambda lib, F, x, **kw: F.softshrink(x, **kw),
-        )
+        ),
     ],
     "Prelu": [Spec(prelu_inputs(), lambda lib, F, x, w: F.prelu(x, w))],
     # compositions of ops (their own specs are elsewhere): checked here as a whole, and fed to the fuzzer

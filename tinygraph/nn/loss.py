@@ -113,7 +113,7 @@ class BCELoss(_WeightedLoss):
         return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
 
 
-class BCEWithLogitsLoss(_Loss):
+class BCEWithLogitsLoss(_WeightedLoss):
     """Binary cross-entropy of sigmoid(input), from the logits (stable), reduced."""
 
     def __init__(
@@ -124,8 +124,7 @@ class BCEWithLogitsLoss(_Loss):
         reduction: str = "mean",
         pos_weight: Any = None,
     ):
-        super().__init__(size_average, reduce, reduction)
-        self.register_buffer("weight", _as_tensor(weight))
+        super().__init__(weight, size_average, reduce, reduction)
         self.register_buffer("pos_weight", _as_tensor(pos_weight))
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:

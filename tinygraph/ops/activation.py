@@ -278,17 +278,19 @@ in_place_form("threshold", Threshold.call)
 
 @register("F.hardshrink Tensor.hardshrink tinygraph.hardshrink")
 class Hardshrink(Function):
-    """x where |x| > lambd, else 0."""
+    """x where |x| > lambd, else 0 (soft=True: softshrink, x moved lambd towards 0); grad 0 between."""
 
     @staticmethod
     def call(input, lambd=0.5):
         return Hardshrink.apply(input, lambd=lambd)
 
     @staticmethod
-    def forward(ctx, x, lambd=0.5):
+    def forward(ctx, x, lambd=0.5, soft=False):
         ctx.lambd = lambd
+        if soft:
+            ctx.name = "Softshrink"
         ctx.save_for_backward(x)
-        return F.hardshrink(x, lambd)
+        return F.softshrink(x, lambd) if soft else F.hardshrink(x, lambd)
 
     @staticmethod
     def backward(ctx, g):
@@ -296,24 +298,10 @@ class Hardshrink(Function):
         return g.masked_fill((x >= -ctx.lambd) & (x <= ctx.lambd), 0)
 
 
-@register("F.softshrink")
-class Softshrink(Function):
+@public("F.softshrink")
+def softshrink(input, lambd=0.5):
     """x - lambd where x > lambd, x + lambd where x < -lambd, else 0."""
-
-    @staticmethod
-    def call(input, lambd=0.5):
-        return Softshrink.apply(input, lambd=lambd)
-
-    @staticmethod
-    def forward(ctx, x, lambd=0.5):
-        ctx.lambd = lambd
-        ctx.save_for_backward(x)
-        return F.softshrink(x, lambd)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g.masked_fill((x >= -ctx.lambd) & (x <= ctx.lambd), 0)
+    return Hardshrink.apply(input, lambd=lambd, soft=True)
 
 
 @register("F.prelu tinygraph.prelu Tensor.prelu")
