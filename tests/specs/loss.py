@@ -70,7 +70,10 @@ SPECS = {
         Spec(loss_inputs(grid, off_grid, options={"beta": st.sampled_from([1.0, 0.5])}), loss("smooth_l1_loss")),
     ],
     "BinaryCrossEntropy": [
-        Spec(loss_inputs(probabilities, probabilities, weight="broadcast"), loss("binary_cross_entropy"))
+        Spec(  # probabilities made by a sigmoid: the call takes any input (torch refuses values outside [0, 1])
+            loss_inputs(target=probabilities, weight="broadcast"),
+            lambda lib, F, x, t, **kw: F.binary_cross_entropy(x.sigmoid(), t, **kw),
+        )
     ],
     "BinaryCrossEntropyWithLogits": [
         Spec(

@@ -56,7 +56,7 @@ def normalize_inputs(draw):
     shape = draw(nonscalar_shapes)
     kwargs = {"p": draw(st.sampled_from([2.0, 1, 3.0, math.inf, 0.5])), "dim": draw(dims_of(len(shape), False))}
     if draw(st.booleans()):
-        kwargs["eps"] = 0.77  # some norms are clamped, and none is within 0.005 of the clamp (grid values)
+        kwargs["eps"] = 0.75  # some norms are clamped (a one-element norm is |x|, 0.02 away from it at least)
     # 0.1 apart, 0.03 off the multiples of 0.1: no element near 0, no two of equal magnitude (p = inf)
     return (Diff(draw(grid(shape, 0.03))),), kwargs
 
