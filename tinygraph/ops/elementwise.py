@@ -514,10 +514,3 @@ class Clone(Function):
 def contiguous(input):
     """input itself when its memory is contiguous, else a contiguous copy."""
     return input if input.data.is_contiguous() else Clone.apply(input, contiguous_only=True)
-
-
-@public("F.silu")
-def silu(input, inplace=False):
-    """x * sigmoid(x), the gate of SwiGLU."""
-    out = input * input.sigmoid()
-    return input.copy_(out) if inplace else out

@@ -46,10 +46,10 @@ VALUES_ONLY = {
 }
 
 
-def values_only(name: str):
-    """torch's `name` on the data of Tensors, its results outside any graph."""
-    method = getattr(torch.Tensor, name, None)
-    function = getattr(torch, name, None)
+def values_only(name: str, namespace: Any = torch):
+    """torch's `name` (from `namespace`) on the data of Tensors, its results outside any graph."""
+    method = getattr(torch.Tensor, name, None) if namespace is torch else None
+    function = getattr(namespace, name, None)
 
     def run(input: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(input, Tensor) and method is not None:
@@ -64,3 +64,4 @@ def values_only(name: str):
 
 for _name, _provides in VALUES_ONLY.items():
     public(_provides)(values_only(_name))
+public("F.one_hot")(values_only("one_hot", torch.nn.functional))
