@@ -29,11 +29,12 @@ from .function import OPS
 from .tensor import Tensor, is_grad_needed, unwrap
 
 
-def in_place(fn: Callable, name: str) -> Callable:
+def in_place(fn: Callable, name: str | None = None) -> Callable:
     """The in-place form `x.name_(...)` of an out-of-place function `name(x, ...)`. The write
-    itself is torch's own in-place method `name` on the data (with torch's checks of shapes,
-    dtypes and overlapping memory); when it must be recorded, `fn` records it."""
-    write_in_place = getattr(torch.Tensor, name, None)
+    itself is torch's own in-place method `name` on the data, where torch has one (with
+    torch's checks of shapes, dtypes and overlapping memory); when it must be recorded, `fn`
+    records it."""
+    write_in_place = getattr(torch.Tensor, name, None) if name else None
 
     def write(self: Tensor, args: tuple, kwargs: dict) -> None:
         if write_in_place is None:
