@@ -2,6 +2,9 @@
 installs the public names each provides (Tensor methods, `tinygraph.*`, `F.*`)."""
 
 from ..function import OPS
-from . import activation, elementwise, linalg, loss, math, nn, reduce, shape, values, write
+from . import activation, conv, elementwise, linalg, loss, math, nn, pool, reduce, resample, shape, values, write
 
-__all__ = ["OPS", "activation", "elementwise", "linalg", "loss", "math", "nn", "reduce", "shape", "values", "write"]
+__all__ = [
+    "OPS", "activation", "conv", "elementwise", "linalg", "loss", "math", "nn", "pool", "reduce", "resample", "shape",
+    "values", "write",
+]  # fmt: skip
