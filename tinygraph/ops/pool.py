@@ -31,26 +31,31 @@ def _flat_spatial(t, dims: int):
 @register
 class MaxPool(Function):
     """The largest element of each window, and where it was: `pool` is torch's max_poolNd or
-    adaptive_max_poolNd over the last `dims` dims, `options` its arguments."""
+    adaptive_max_poolNd over the last `dims` dims, `options` its arguments; `dilated` says
+    whether a window may hold no element of the input at all."""
 
     @staticmethod
-    def forward(ctx, x, dims, pool, *options):
+    def forward(ctx, x, dims, dilated, pool, *options):
         out, indices = pool(x, *options, return_indices=True)
-        ctx.shape, ctx.dims = x.shape, dims
+        ctx.shape, ctx.dims, ctx.dilated = x.shape, dims, dilated
         ctx.save_for_backward(indices)
         return out, indices
 
     @staticmethod
     def backward(ctx, g):
         (indices,) = ctx.saved_tensors
-        lead, spatial = ctx.shape[: -ctx.dims], ctx.shape[-ctx.dims :]
-        grad = g.new_zeros([*lead, math.prod(spatial)])
-        return grad.scatter_add(-1, _flat_spatial(indices, ctx.dims), _flat_spatial(g, ctx.dims)).reshape(ctx.shape)
+        lead, size = ctx.shape[: -ctx.dims], math.prod(ctx.shape[-ctx.dims :])
+        indices, g = _flat_spatial(indices, ctx.dims), _flat_spatial(g, ctx.dims)
+        if ctx.dilated:  # a dilated window can miss the input: its -inf comes with an index past the end, which torch skips
+            past = indices >= size
+            indices, g = indices.masked_fill(past, 0), g.masked_fill(past, 0)
+        return g.new_zeros([*lead, size]).scatter_add(-1, indices, g).reshape(ctx.shape)
 
 
 def _max_pool(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
-    out, indices = MaxPool.apply(input, dims, pool, kernel_size, stride, padding, dilation, ceil_mode)
+    dilated = any(d > 1 for d in per_dim(dilation, dims, "dilation", f"max_pool{dims}d"))
+    out, indices = MaxPool.apply(input, dims, dilated, pool, kernel_size, stride, padding, dilation, ceil_mode)
     return (out, indices) if return_indices else out
 
 
@@ -74,7 +79,7 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 def _adaptive_max_pool(dims, input, output_size, return_indices):
     pool = (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)[dims - 1]
-    out, indices = MaxPool.apply(input, dims, pool, output_size)
+    out, indices = MaxPool.apply(input, dims, False, pool, output_size)
     return (out, indices) if return_indices else out
 
 
