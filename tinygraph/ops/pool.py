@@ -46,7 +46,9 @@ class MaxPool(Function):
         (indices,) = ctx.saved_tensors
         lead, size = ctx.shape[: -ctx.dims], math.prod(ctx.shape[-ctx.dims :])
         indices, g = _flat_spatial(indices, ctx.dims), _flat_spatial(g, ctx.dims)
-        if ctx.dilated:  # a dilated window can miss the input: its -inf comes with an index past the end, which torch skips
+        if (
+            ctx.dilated
+        ):  # a dilated window can miss the input: its -inf comes with an index past the end, which torch skips
             past = indices >= size
             indices, g = indices.masked_fill(past, 0), g.masked_fill(past, 0)
         return g.new_zeros([*lead, size]).scatter_add(-1, indices, g).reshape(ctx.shape)

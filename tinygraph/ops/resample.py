@@ -113,7 +113,13 @@ def pad(input, pad, mode="constant", value=None):
 # ---- interpolation ---------------------------------------------------------------------------------------------
 
 # the 1-d mode that does along each dim what a mode does
-ONE_DIM = {"nearest": "nearest", "nearest-exact": "nearest-exact", "linear": "linear", "bilinear": "linear", "trilinear": "linear"}
+ONE_DIM = {
+    "nearest": "nearest",
+    "nearest-exact": "nearest-exact",
+    "linear": "linear",
+    "bilinear": "linear",
+    "trilinear": "linear",
+}
 
 
 @functools.lru_cache(maxsize=256)
@@ -161,7 +167,13 @@ class Interpolate(Function):
 
 @public("F.interpolate")
 def interpolate(
-    input, size=None, scale_factor=None, mode="nearest", align_corners=None, recompute_scale_factor=None, antialias=False
+    input,
+    size=None,
+    scale_factor=None,
+    mode="nearest",
+    align_corners=None,
+    recompute_scale_factor=None,
+    antialias=False,
 ):
     """Resize the spatial dims of (N, C, *spatial) to `size`, or by `scale_factor`: 'nearest',
     'nearest-exact', 'linear' (3-D), 'bilinear' (4-D), 'trilinear' (5-D), with torch's
@@ -212,9 +224,8 @@ class Unfold(Function):
     def backward(ctx, g):
         dim, windows = ctx.dim, g.shape[ctx.dim]
         g = g.movedim(-1, dim + 1).flatten(dim, dim + 1)  # window i, offset j: input position i * step + j
-        src = (torch.arange(windows, device=g.device)[:, None] * ctx.step + torch.arange(ctx.size, device=g.device))
+        src = torch.arange(windows, device=g.device)[:, None] * ctx.step + torch.arange(ctx.size, device=g.device)
         return g.new_zeros(ctx.shape).index_add(dim, src.reshape(-1), g)
-
 
 
 @register("F.unfold")
