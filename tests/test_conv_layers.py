@@ -110,9 +110,7 @@ def test_max_unpool_inverts_max_pool_as_torchs_does():
     x = torch.randn(2, 3, 5, 7, dtype=torch.float64)
     _, indices = tnn.functional.max_pool2d(x, 2, return_indices=True)
     pooled = torch.randn(2, 3, 2, 3, dtype=torch.float64)
-    compare(
-        nn.MaxUnpool2d(2), tnn.MaxUnpool2d(2), pooled, indices, forward=lambda m, x, i: m(x, i, x.shape[:2] + (5, 7))
-    )
+    compare(nn.MaxUnpool2d(2), tnn.MaxUnpool2d(2), pooled, indices, forward=lambda m, x, i: m(x, i, (5, 7)))
     _, indices = tnn.functional.max_pool1d(x[0], 3, return_indices=True)
     compare(nn.MaxUnpool1d(3), tnn.MaxUnpool1d(3), torch.randn(3, 5, 2, dtype=torch.float64), indices)
 
