@@ -32,14 +32,15 @@ def _sum_but_channels(g):
 
 
 def weight_grad(x, g, kernel, stride, padding, dilation, groups):
-    """The grad of the weight of `conv(x, weight)` given its output grad g (also, with x and g
-    exchanged, of `conv_transpose(g, weight)`'s weight given its input x... see ConvTranspose):
+    """The weight's grad of a convolution of x whose output grad is g (and, with the two
+    exchanged, of a transposed convolution: see ConvTranspose.backward):
 
-        gw[o, i, k] = sum over batch n and output positions t of g[n, o, t] * x[n, i, t * stride + k * dilation - padding]
+        gw[o, i, k] = sum over batch n and output positions t of  g[n, o, t] * x[n, i, t * stride + k * dilation - padding]
 
-    That is a convolution in which the batch is summed like channels: x's channels become a
-    batch and its batch the channels (group by group), g's the weight; stride and dilation
-    trade places. Its output covers at least the kernel; the rest is cut off.
+    That is itself a convolution, of x with g as the weight, summing over the batch as a
+    convolution sums over channels: x's batch becomes the channels (group by group) and its
+    channels the batch, g's batch the weight's input channels; stride and dilation trade
+    places. Its output covers at least the kernel; the rest is cut off.
     """
     n, dims = x.shape[0], len(kernel)
     spatial = list(range(3, 3 + dims))
