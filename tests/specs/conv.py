@@ -6,18 +6,18 @@ from tinygraph.testing import Diff, Spec, values
 
 
 @st.composite
-def conv_inputs(draw, transposed=False):
-    """Input, weight, bias and options of conv{1,2}d or conv_transpose{1,2}d (sometimes 3d),
-    batched or not, sized so that the output has at least one position."""
-    dims = draw(st.sampled_from([1, 1, 2, 2, 3]))
+def conv_inputs(draw, transposed=False, dims=(1, 2)):
+    """Input, weight, bias and options of conv{1,2,3}d or conv_transpose{1,2,3}d, batched or
+    not, sized so that the output has at least one position."""
+    dims = draw(st.sampled_from(dims))
     groups = draw(st.sampled_from([1, 1, 2, 3]))
     per_group_in = draw(st.integers(1, 2 if groups < 3 else 1))
     per_group_out = draw(st.integers(1, 3 if groups == 1 else 2 if groups == 2 else 1))
     in_ch, out_ch = groups * per_group_in, groups * per_group_out
     kernel = [draw(st.integers(1, 3 if dims == 1 else 2)) for _ in range(dims)]
     stride = [draw(st.integers(1, 2)) for _ in range(dims)]
-    dilation = [draw(st.integers(1, 2)) for _ in range(dims)]
-    padding = [draw(st.integers(0, 2)) for _ in range(dims)]
+    dilation = [draw(st.integers(1, 2 if dims < 3 else 1)) for _ in range(dims)]
+    padding = [draw(st.integers(0, 2 if dims < 3 else 1)) for _ in range(dims)]
     kwargs = {"groups": groups}
     if transposed:
         # output_padding below max(stride, dilation), and every output length positive
@@ -25,7 +25,7 @@ def conv_inputs(draw, transposed=False):
         sizes = []
         for k, s, d, p, extra in zip(kernel, stride, dilation, padding, kwargs["output_padding"]):
             least = max(1, -((-(2 * p - d * (k - 1) - extra)) // s) + 1)  # (L-1)s - 2p + d(k-1) + extra + 1 >= 1
-            sizes.append(draw(st.integers(least, least + (3 if dims == 1 else 1))))
+            sizes.append(draw(st.integers(least, least + (3 if dims == 1 else 1 if dims == 2 else 0))))
         weight_shape = (in_ch, per_group_out, *kernel)
     else:
         if dims < 3 and draw(st.booleans()):
@@ -63,6 +63,9 @@ def _conv_transpose(lib, F, dims, x, w, b, **kw):
 
 
 SPECS = {
-    "Conv": [Spec(conv_inputs(), _conv)],
-    "ConvTranspose": [Spec(conv_inputs(transposed=True), _conv_transpose)],
+    "Conv": [Spec(conv_inputs(), _conv), Spec(conv_inputs(dims=(3,)), _conv)],
+    "ConvTranspose": [
+        Spec(conv_inputs(transposed=True), _conv_transpose),
+        Spec(conv_inputs(transposed=True, dims=(3,)), _conv_transpose),
+    ],
 }

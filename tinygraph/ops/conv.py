@@ -46,7 +46,7 @@ def weight_grad(x, g, kernel, stride, padding, dilation, groups):
     spatial = list(range(3, 3 + dims))
     xs = x.reshape(n, groups, x.shape[1] // groups, *x.shape[2:]).permute(2, 1, 0, *spatial)
     xs = xs.reshape(x.shape[1] // groups, groups * n, *x.shape[2:])
-    gs = g.transpose(0, 1)  # (C_out, N, *spatial): channels of group k, over group k's batch of xs
+    gs = g.transpose(0, 1).contiguous()  # (C_out, N, *spatial); contiguous: twice as fast a kernel on CPU
     out = Conv.apply(xs, gs, None, stride=dilation, padding=padding, dilation=stride, groups=groups)
     if tuple(out.shape[2:]) != tuple(kernel):
         out = out[(slice(None), slice(None), *(slice(0, k) for k in kernel))]
