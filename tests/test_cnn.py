@@ -61,48 +61,37 @@ def bars(n, generator):
     return images, labels
 
 
-class SmallCNN(nn.Module):
-    """conv 3x3 -> relu -> max pool 2 -> conv 3x3 -> relu -> global average pool -> linear."""
+def small_cnn(nn, classes=2, width=8):
+    """conv 3x3 -> relu -> max pool 2 -> conv 3x3 -> relu -> global average pool -> linear,
+    written once for tinygraph.nn and torch.nn (the same names)."""
 
-    def __init__(self, classes=2, width=8):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
-        self.pool = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(width, width, 3, padding="same")
-        self.squeeze = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(width, classes)
+    class SmallCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, width, 3, padding=1)
+            self.pool = nn.MaxPool2d(2)
+            self.conv2 = nn.Conv2d(width, width, 3, padding="same")
+            self.squeeze = nn.AdaptiveAvgPool2d(1)
+            self.head = nn.Linear(width, classes)
 
-    def forward(self, images):
-        x = self.pool(self.conv1(images).relu())
-        x = self.squeeze(self.conv2(x).relu())
-        return self.head(x.flatten(1))
+        def forward(self, images):
+            x = self.pool(self.conv1(images).relu())
+            x = self.squeeze(self.conv2(x).relu())
+            return self.head(x.flatten(1))
 
-
-class TorchSmallCNN(tnn.Module):
-    def __init__(self, classes=2, width=8):
-        super().__init__()
-        self.conv1 = tnn.Conv2d(1, width, 3, padding=1)
-        self.pool = tnn.MaxPool2d(2)
-        self.conv2 = tnn.Conv2d(width, width, 3, padding="same")
-        self.squeeze = tnn.AdaptiveAvgPool2d(1)
-        self.head = tnn.Linear(width, classes)
-
-    def forward(self, images):
-        x = self.pool(self.conv1(images).relu())
-        x = self.squeeze(self.conv2(x).relu())
-        return self.head(x.flatten(1))
+    return SmallCNN()
 
 
 def test_small_cnn_grads_equal_torchs():
     torch.manual_seed(0)
     images, labels = bars(16, torch.Generator().manual_seed(1))
-    assert_same_grads(SmallCNN(), TorchSmallCNN(), images.double(), labels)
+    assert_same_grads(small_cnn(nn), small_cnn(tnn), images.double(), labels)
 
 
 def test_small_cnn_learns_to_tell_horizontal_from_vertical_bars():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    model = SmallCNN()
+    model = small_cnn(nn)
     losses = train(model, lambda step: tuple(map(tg.Tensor, bars(32, gen))), steps=40, lr=0.03)
     images, labels = bars(200, torch.Generator().manual_seed(123))
     with tg.no_grad():

@@ -48,9 +48,23 @@ def weight_grad(x, g, kernel, stride, padding, dilation, groups):
     xs = xs.reshape(x.shape[1] // groups, groups * n, *x.shape[2:])
     gs = g.transpose(0, 1).contiguous()  # (C_out, N, *spatial); contiguous: twice as fast a kernel on CPU
     out = Conv.apply(xs, gs, None, stride=dilation, padding=padding, dilation=stride, groups=groups)
-    if tuple(out.shape[2:]) != tuple(kernel):
-        out = out[(slice(None), slice(None), *(slice(0, k) for k in kernel))]
-    return out.transpose(0, 1)
+    return _crop(out, kernel).transpose(0, 1)
+
+
+def _crop(t, sizes):
+    """t's first `sizes` positions of each spatial dim."""
+    if tuple(t.shape[2:]) == tuple(sizes):
+        return t
+    return t[(slice(None), slice(None), *(slice(0, size) for size in sizes))]
+
+
+def _forward(ctx, x, weight, bias, stride, padding, dilation, groups, transposed, output_padding):
+    """Either op's forward: torch's convolution kernel, keeping x for the weight's grad and the weight for x's."""
+    dx, dw, _ = ctx.needs_input_grad
+    ctx.options = stride, padding, dilation, groups
+    ctx.input_size, ctx.kernel = x.shape[2:], weight.shape[2:]
+    ctx.save_for_backward(x if dw else None, weight if dx else None)
+    return torch.convolution(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
 
 
 @register
@@ -61,12 +75,7 @@ class Conv(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None, *, stride, padding, dilation, groups):
-        dx, dw, _ = ctx.needs_input_grad
-        ctx.options = stride, padding, dilation, groups
-        ctx.input_size, ctx.kernel = x.shape[2:], weight.shape[2:]
-        ctx.save_for_backward(x if dw else None, weight if dx else None)
-        zeros = (0,) * len(stride)
-        return torch.convolution(x, weight, bias, stride, padding, dilation, False, zeros, groups)
+        return _forward(ctx, x, weight, bias, stride, padding, dilation, groups, False, (0,) * len(stride))
 
     @staticmethod
     def backward(ctx, g):
@@ -98,11 +107,7 @@ class ConvTranspose(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None, *, stride, padding, output_padding, groups, dilation):
-        dx, dw, _ = ctx.needs_input_grad
-        ctx.options = stride, padding, dilation, groups
-        ctx.input_size, ctx.kernel = x.shape[2:], weight.shape[2:]
-        ctx.save_for_backward(x if dw else None, weight if dx else None)
-        return torch.convolution(x, weight, bias, stride, padding, dilation, True, output_padding, groups)
+        return _forward(ctx, x, weight, bias, stride, padding, dilation, groups, True, output_padding)
 
     @staticmethod
     def backward(ctx, g):
@@ -112,8 +117,7 @@ class ConvTranspose(Function):
         gx = gw = None
         if dx:
             gx = Conv.apply(g, weight, None, stride=stride, padding=padding, dilation=dilation, groups=groups)
-            if tuple(gx.shape[2:]) != tuple(ctx.input_size):  # output_padding >= stride: windows past the end
-                gx = gx[(slice(None), slice(None), *(slice(0, size) for size in ctx.input_size))]
+            gx = _crop(gx, ctx.input_size)  # longer than x where output_padding >= stride: windows past the end
         if dw:
             gw = weight_grad(g, x, ctx.kernel, stride, padding, dilation, groups)
         return gx, gw, _sum_but_channels(g) if db else None
