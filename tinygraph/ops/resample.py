@@ -11,6 +11,7 @@ The forward is torch's kernel; the taps depend on shapes and options only.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import torch
@@ -165,6 +166,22 @@ class Interpolate(Function):
         return adjoint(g, _interpolate_taps(*ctx.options, g.device))
 
 
+def _area_size(input, size, scale_factor, align_corners):
+    """The output size of mode='area', as torch computes it (floor(side * scale))."""
+    if align_corners is not None:
+        raise ValueError(
+            "align_corners option can only be set with the interpolating modes: linear | bilinear | bicubic | trilinear"
+        )
+    if (size is None) == (scale_factor is None):
+        raise ValueError("only one of size or scale_factor should be defined" if size is not None else
+                         "either size or scale_factor should be defined")  # fmt: skip
+    dims = input.ndim - 2
+    if size is not None:
+        return tuple(size) if isinstance(size, (tuple, list)) else (size,) * dims
+    scales = tuple(scale_factor) if isinstance(scale_factor, (tuple, list)) else (scale_factor,) * dims
+    return tuple(math.floor(float(side) * s) for side, s in zip(input.shape[2:], scales))
+
+
 @public("F.interpolate")
 def interpolate(
     input,
@@ -183,9 +200,7 @@ def interpolate(
     if mode == "area":
         from .pool import adaptive_avg_pool  # (pool builds on this module)
 
-        meta = torch.empty(input.shape, device="meta")  # torch's checks and output size, for free
-        out_size = F.interpolate(meta, size, scale_factor, "area", align_corners, recompute_scale_factor).shape
-        return adaptive_avg_pool(input, tuple(out_size[2:]))
+        return adaptive_avg_pool(input, _area_size(input, size, scale_factor, align_corners))
     if mode in ("bicubic", "lanczos"):
         raise NotImplementedError(
             f"interpolate: mode={mode!r} is not supported by tinygraph; use 'bilinear', 'nearest' or 'area'."
