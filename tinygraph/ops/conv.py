@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..function import Function, public, register
-from .resample import pad, per_dim
+from .resample import Pad, per_dim
 
 
 def _batched(op: str, input, dims: int):
@@ -97,6 +97,29 @@ class Conv(Function):
             gw = weight_grad(x, g, ctx.kernel, stride, padding, dilation, groups)
         return gx, gw, _sum_but_channels(g) if db else None
 
+    # the public functions, with torch's signatures
+
+    @staticmethod
+    @public("F.conv1d tinygraph.conv1d")
+    def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        """Cross-correlation of input (N, C_in, L) or (C_in, L) with weight (C_out, C_in / groups, k), plus
+        bias (C_out). padding: an int, 'valid' (none) or 'same' (output as long as input; stride 1)."""
+        return _conv(1, input, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    @public("F.conv2d tinygraph.conv2d")
+    def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        """Cross-correlation of input (N, C_in, H, W) or (C_in, H, W) with weight (C_out, C_in / groups, kh, kw),
+        plus bias (C_out). stride, padding, dilation: an int or one per dim; padding also 'valid' or 'same'."""
+        return _conv(2, input, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    @public("F.conv3d tinygraph.conv3d")
+    def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        """Cross-correlation of input (N, C_in, D, H, W) or unbatched with weight (C_out, C_in / groups, *kernel),
+        plus bias (C_out). stride, padding, dilation: an int or one per dim; padding also 'valid' or 'same'."""
+        return _conv(3, input, weight, bias, stride, padding, dilation, groups)
+
 
 @register
 class ConvTranspose(Function):
@@ -122,6 +145,29 @@ class ConvTranspose(Function):
             gw = weight_grad(g, x, ctx.kernel, stride, padding, dilation, groups)
         return gx, gw, _sum_but_channels(g) if db else None
 
+    # the public functions, with torch's signatures
+
+    @staticmethod
+    @public("F.conv_transpose1d tinygraph.conv_transpose1d")
+    def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        """The transpose of conv1d (its input grad): input (N, C_in, L) or (C_in, L), weight
+        (C_in, C_out / groups, k), plus bias (C_out); output_padding lengthens the output at the end."""
+        return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+    @staticmethod
+    @public("F.conv_transpose2d tinygraph.conv_transpose2d")
+    def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        """The transpose of conv2d (its input grad): input (N, C_in, H, W) or unbatched, weight
+        (C_in, C_out / groups, kh, kw), plus bias (C_out); output_padding adds rows and columns at the end."""
+        return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+    @staticmethod
+    @public("F.conv_transpose3d tinygraph.conv_transpose3d")
+    def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        """The transpose of conv3d (its input grad): input (N, C_in, D, H, W) or unbatched, weight
+        (C_in, C_out / groups, *kernel), plus bias (C_out)."""
+        return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups, dilation)
+
 
 def _conv(dims, input, weight, bias, stride, padding, dilation, groups):
     name = f"conv{dims}d"
@@ -132,7 +178,7 @@ def _conv(dims, input, weight, bias, stride, padding, dilation, groups):
             raise RuntimeError("padding='same' is not supported for strided convolutions")
         totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:])]
         if any(t % 2 for t in totals):
-            x = pad(x, [p for t in reversed(totals) for p in (0, t % 2)])  # F.pad lists the last dim first
+            x = Pad.call(x, [p for t in reversed(totals) for p in (0, t % 2)])  # F.pad lists the last dim first
         padding = tuple(t // 2 for t in totals)
     elif padding == "valid":
         padding = (0,) * dims
@@ -142,27 +188,6 @@ def _conv(dims, input, weight, bias, stride, padding, dilation, groups):
         padding = per_dim(padding, dims, "padding", name)
     out = Conv.apply(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
     return out.squeeze(0) if unbatched else out
-
-
-@public("F.conv1d tinygraph.conv1d")
-def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """Cross-correlation of input (N, C_in, L) or (C_in, L) with weight (C_out, C_in / groups, k), plus
-    bias (C_out). padding: an int, 'valid' (none) or 'same' (output as long as input; stride 1)."""
-    return _conv(1, input, weight, bias, stride, padding, dilation, groups)
-
-
-@public("F.conv2d tinygraph.conv2d")
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """Cross-correlation of input (N, C_in, H, W) or (C_in, H, W) with weight (C_out, C_in / groups, kh, kw),
-    plus bias (C_out). stride, padding, dilation: an int or one per dim; padding also 'valid' or 'same'."""
-    return _conv(2, input, weight, bias, stride, padding, dilation, groups)
-
-
-@public("F.conv3d tinygraph.conv3d")
-def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """Cross-correlation of input (N, C_in, D, H, W) or unbatched with weight (C_out, C_in / groups, *kernel),
-    plus bias (C_out). stride, padding, dilation: an int or one per dim; padding also 'valid' or 'same'."""
-    return _conv(3, input, weight, bias, stride, padding, dilation, groups)
 
 
 def _conv_transpose(dims, input, weight, bias, stride, padding, output_padding, groups, dilation):
@@ -181,24 +206,3 @@ def _conv_transpose(dims, input, weight, bias, stride, padding, output_padding, 
         dilation=per_dim(dilation, dims, "dilation", name),
     )
     return out.squeeze(0) if unbatched else out
-
-
-@public("F.conv_transpose1d tinygraph.conv_transpose1d")
-def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """The transpose of conv1d (its input grad): input (N, C_in, L) or (C_in, L), weight
-    (C_in, C_out / groups, k), plus bias (C_out); output_padding lengthens the output at the end."""
-    return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups, dilation)
-
-
-@public("F.conv_transpose2d tinygraph.conv_transpose2d")
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """The transpose of conv2d (its input grad): input (N, C_in, H, W) or unbatched, weight
-    (C_in, C_out / groups, kh, kw), plus bias (C_out); output_padding adds rows and columns at the end."""
-    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups, dilation)
-
-
-@public("F.conv_transpose3d tinygraph.conv_transpose3d")
-def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """The transpose of conv3d (its input grad): input (N, C_in, D, H, W) or unbatched, weight
-    (C_in, C_out / groups, *kernel), plus bias (C_out)."""
-    return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups, dilation)

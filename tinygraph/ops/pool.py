@@ -46,12 +46,48 @@ class MaxPool(Function):
         (indices,) = ctx.saved_tensors
         lead, size = ctx.shape[: -ctx.dims], math.prod(ctx.shape[-ctx.dims :])
         indices, g = _flat_spatial(indices, ctx.dims), _flat_spatial(g, ctx.dims)
-        if (
-            ctx.dilated
-        ):  # a dilated window can miss the input: its -inf comes with an index past the end, which torch skips
+        if ctx.dilated:  # a window can miss the input: its -inf comes with an index past the end; no grad there
             past = indices >= size
             indices, g = indices.masked_fill(past, 0), g.masked_fill(past, 0)
         return g.new_zeros([*lead, size]).scatter_add(-1, indices, g).reshape(ctx.shape)
+
+    # the public functions, with torch's signatures
+
+    @staticmethod
+    @public("F.max_pool1d tinygraph.max_pool1d")
+    def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+        """The largest element of each window along the last dim (and, if asked, where it was)."""
+        return _max_pool(1, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+    @staticmethod
+    @public("F.max_pool2d tinygraph.max_pool2d")
+    def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+        """The largest element of each window over the last 2 dims (and, if asked, where it was: flat over them)."""
+        return _max_pool(2, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+    @staticmethod
+    @public("F.max_pool3d tinygraph.max_pool3d")
+    def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+        """The largest element of each window over the last 3 dims (and, if asked, where it was: flat over them)."""
+        return _max_pool(3, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+    @staticmethod
+    @public("F.adaptive_max_pool1d")
+    def adaptive_max_pool1d(input, output_size, return_indices=False):
+        """The largest element of each of `output_size` windows along the last dim, as even as can be."""
+        return _adaptive_max_pool(1, input, output_size, return_indices)
+
+    @staticmethod
+    @public("F.adaptive_max_pool2d")
+    def adaptive_max_pool2d(input, output_size, return_indices=False):
+        """The largest element of each of `output_size` windows over the last 2 dims (None keeps a size)."""
+        return _adaptive_max_pool(2, input, output_size, return_indices)
+
+    @staticmethod
+    @public("F.adaptive_max_pool3d")
+    def adaptive_max_pool3d(input, output_size, return_indices=False):
+        """The largest element of each of `output_size` windows over the last 3 dims (None keeps a size)."""
+        return _adaptive_max_pool(3, input, output_size, return_indices)
 
 
 def _max_pool(dims, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
@@ -61,46 +97,10 @@ def _max_pool(dims, input, kernel_size, stride, padding, dilation, ceil_mode, re
     return (out, indices) if return_indices else out
 
 
-@public("F.max_pool1d tinygraph.max_pool1d")
-def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-    """The largest element of each window along the last dim (and, if asked, where it was)."""
-    return _max_pool(1, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-
-
-@public("F.max_pool2d tinygraph.max_pool2d")
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-    """The largest element of each window over the last 2 dims (and, if asked, where it was: flat over them)."""
-    return _max_pool(2, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-
-
-@public("F.max_pool3d tinygraph.max_pool3d")
-def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-    """The largest element of each window over the last 3 dims (and, if asked, where it was: flat over them)."""
-    return _max_pool(3, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-
-
 def _adaptive_max_pool(dims, input, output_size, return_indices):
     pool = (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)[dims - 1]
     out, indices = MaxPool.apply(input, dims, False, pool, output_size)
     return (out, indices) if return_indices else out
-
-
-@public("F.adaptive_max_pool1d")
-def adaptive_max_pool1d(input, output_size, return_indices=False):
-    """The largest element of each of `output_size` windows along the last dim, as even as can be."""
-    return _adaptive_max_pool(1, input, output_size, return_indices)
-
-
-@public("F.adaptive_max_pool2d")
-def adaptive_max_pool2d(input, output_size, return_indices=False):
-    """The largest element of each of `output_size` windows over the last 2 dims (None keeps a size)."""
-    return _adaptive_max_pool(2, input, output_size, return_indices)
-
-
-@public("F.adaptive_max_pool3d")
-def adaptive_max_pool3d(input, output_size, return_indices=False):
-    """The largest element of each of `output_size` windows over the last 3 dims (None keeps a size)."""
-    return _adaptive_max_pool(3, input, output_size, return_indices)
 
 
 @register
@@ -119,28 +119,30 @@ class MaxUnpool(Function):
         (indices,) = ctx.saved_tensors
         return _flat_spatial(g, ctx.dims).gather(-1, _flat_spatial(indices, ctx.dims)).reshape(ctx.shape), None
 
+    # the public functions, with torch's signatures
+
+    @staticmethod
+    @public("F.max_unpool1d")
+    def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+        """The inverse of max_pool1d given its indices: each value at its position, zeros elsewhere."""
+        return _max_unpool(1, input, indices, kernel_size, stride, padding, output_size)
+
+    @staticmethod
+    @public("F.max_unpool2d")
+    def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+        """The inverse of max_pool2d given its indices: each value at its position, zeros elsewhere."""
+        return _max_unpool(2, input, indices, kernel_size, stride, padding, output_size)
+
+    @staticmethod
+    @public("F.max_unpool3d")
+    def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+        """The inverse of max_pool3d given its indices: each value at its position, zeros elsewhere."""
+        return _max_unpool(3, input, indices, kernel_size, stride, padding, output_size)
+
 
 def _max_unpool(dims, input, indices, kernel_size, stride, padding, output_size):
     unpool = (F.max_unpool1d, F.max_unpool2d, F.max_unpool3d)[dims - 1]
     return MaxUnpool.apply(input, unwrap(indices), dims, unpool, kernel_size, stride, padding, output_size)
-
-
-@public("F.max_unpool1d")
-def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
-    """The inverse of max_pool1d given its indices: each value at its position, zeros elsewhere."""
-    return _max_unpool(1, input, indices, kernel_size, stride, padding, output_size)
-
-
-@public("F.max_unpool2d")
-def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
-    """The inverse of max_pool2d given its indices: each value at its position, zeros elsewhere."""
-    return _max_unpool(2, input, indices, kernel_size, stride, padding, output_size)
-
-
-@public("F.max_unpool3d")
-def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
-    """The inverse of max_pool3d given its indices: each value at its position, zeros elsewhere."""
-    return _max_unpool(3, input, indices, kernel_size, stride, padding, output_size)
 
 
 # ---- average ---------------------------------------------------------------------------------------------------
@@ -183,6 +185,30 @@ class AvgPool(Function):
     def backward(ctx, g):
         return adjoint(g, _avg_taps(*ctx.taps, g.device))
 
+    # the public functions, with torch's signatures
+
+    @staticmethod
+    @public("F.avg_pool1d tinygraph.avg_pool1d")
+    def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        """The mean of each window along the last dim (the padding counts in it unless count_include_pad=False)."""
+        return _avg_pool(1, input, kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+    @staticmethod
+    @public("F.avg_pool2d")
+    def avg_pool2d(
+        input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+    ):
+        """The mean of each window over the last 2 dims (or its sum / divisor_override)."""
+        return _avg_pool(2, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+    @staticmethod
+    @public("F.avg_pool3d")
+    def avg_pool3d(
+        input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+    ):
+        """The mean of each window over the last 3 dims (or its sum / divisor_override)."""
+        return _avg_pool(3, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
 
 def _avg_pool(dims, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override=None):
     name = f"avg_pool{dims}d"
@@ -192,28 +218,6 @@ def _avg_pool(dims, input, kernel_size, stride, padding, ceil_mode, count_includ
     if divisor_override == 0:
         raise RuntimeError("divisor must be not zero")
     return AvgPool.apply(input, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
-
-
-@public("F.avg_pool1d tinygraph.avg_pool1d")
-def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    """The mean of each window along the last dim (the padding counts in it unless count_include_pad=False)."""
-    return _avg_pool(1, input, kernel_size, stride, padding, ceil_mode, count_include_pad)
-
-
-@public("F.avg_pool2d")
-def avg_pool2d(
-    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
-):
-    """The mean of each window over the last 2 dims (or its sum / divisor_override)."""
-    return _avg_pool(2, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-
-
-@public("F.avg_pool3d")
-def avg_pool3d(
-    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
-):
-    """The mean of each window over the last 3 dims (or its sum / divisor_override)."""
-    return _avg_pool(3, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
 
 
 @functools.lru_cache(maxsize=256)
@@ -241,25 +245,27 @@ class AdaptiveAvgPool(Function):
     def backward(ctx, g):
         return adjoint(g, _adaptive_taps(*ctx.taps, g.device))
 
+    # the public functions, with torch's signatures
+
+    @staticmethod
+    @public("F.adaptive_avg_pool1d tinygraph.adaptive_avg_pool1d")
+    def adaptive_avg_pool1d(input, output_size):
+        """The mean of each of `output_size` windows along the last dim, as even as can be."""
+        return AdaptiveAvgPool.apply(input, 1, output_size)
+
+    @staticmethod
+    @public("F.adaptive_avg_pool2d")
+    def adaptive_avg_pool2d(input, output_size):
+        """The mean of each of `output_size` windows over the last 2 dims (None keeps a size)."""
+        return AdaptiveAvgPool.apply(input, 2, output_size)
+
+    @staticmethod
+    @public("F.adaptive_avg_pool3d")
+    def adaptive_avg_pool3d(input, output_size):
+        """The mean of each of `output_size` windows over the last 3 dims (None keeps a size)."""
+        return AdaptiveAvgPool.apply(input, 3, output_size)
+
 
 def adaptive_avg_pool(input, output_size):
     """Adaptive average pooling over as many trailing dims as `output_size` lists (None keeps a size)."""
     return AdaptiveAvgPool.apply(input, len(output_size), tuple(output_size))
-
-
-@public("F.adaptive_avg_pool1d tinygraph.adaptive_avg_pool1d")
-def adaptive_avg_pool1d(input, output_size):
-    """The mean of each of `output_size` windows along the last dim, as even as can be."""
-    return AdaptiveAvgPool.apply(input, 1, output_size)
-
-
-@public("F.adaptive_avg_pool2d")
-def adaptive_avg_pool2d(input, output_size):
-    """The mean of each of `output_size` windows over the last 2 dims (None keeps a size)."""
-    return AdaptiveAvgPool.apply(input, 2, output_size)
-
-
-@public("F.adaptive_avg_pool3d")
-def adaptive_avg_pool3d(input, output_size):
-    """The mean of each of `output_size` windows over the last 3 dims (None keeps a size)."""
-    return AdaptiveAvgPool.apply(input, 3, output_size)

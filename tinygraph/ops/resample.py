@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..function import Function, public, register
+from ..function import Function, register
 from .reduce import normalize_dims
 
 
@@ -86,10 +86,17 @@ def _pad_taps(shape: tuple[int, ...], pad: tuple[int, ...], mode: str, device: t
     return taps
 
 
-@register
+@register("F.pad")
 class Pad(Function):
     """F.pad. Constant padding's grad is the crop (padding by -pad); reflect, replicate and
     circular padding send the grad of every copy back to the element it copies."""
+
+    @staticmethod
+    def call(input, pad, mode="constant", value=None):
+        """Pad the last len(pad) // 2 dims, the last first: (left, right, top, bottom, ...). A
+        negative amount crops. mode: 'constant' (with `value`, default 0), 'reflect', 'replicate'
+        or 'circular' (the last three on the last 1-3 dims, as torch)."""
+        return Pad.apply(input, tuple(int(p) for p in pad), mode, value)
 
     @staticmethod
     def forward(ctx, x, pad, mode, value):
@@ -101,14 +108,6 @@ class Pad(Function):
         if ctx.mode == "constant":
             return Pad.apply(g, tuple(-p for p in ctx.pad), "constant", 0.0)
         return adjoint(g, _pad_taps(ctx.shape, ctx.pad, ctx.mode, g.device))
-
-
-@public("F.pad")
-def pad(input, pad, mode="constant", value=None):
-    """Pad the last len(pad) // 2 dims, the last first: (left, right, top, bottom, ...). A
-    negative amount crops. mode: 'constant' (with `value`, default 0), 'reflect', 'replicate'
-    or 'circular' (the last three on the last 1-3 dims, as torch)."""
-    return Pad.apply(input, tuple(int(p) for p in pad), mode, value)
 
 
 # ---- interpolation ---------------------------------------------------------------------------------------------
@@ -150,22 +149,6 @@ def _interpolate_taps(in_size, out_size, scales, mode, align_corners, recompute,
     return taps
 
 
-@register
-class Interpolate(Function):
-    """F.interpolate's nearest, nearest-exact, linear, bilinear and trilinear modes. The
-    forward is torch's; the backward sends each output's grad to its sources (see Taps)."""
-
-    @staticmethod
-    def forward(ctx, x, size, scales, mode, align_corners, recompute):
-        out = F.interpolate(x, size, scales, mode, align_corners, recompute)
-        ctx.options = tuple(x.shape[2:]), tuple(out.shape[2:]), scales, mode, align_corners, recompute
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        return adjoint(g, _interpolate_taps(*ctx.options, g.device))
-
-
 def _area_size(input, size, scale_factor, align_corners):
     """The output size of mode='area', as torch computes it (floor(side * scale))."""
     if align_corners is not None:
@@ -182,34 +165,49 @@ def _area_size(input, size, scale_factor, align_corners):
     return tuple(math.floor(float(side) * s) for side, s in zip(input.shape[2:], scales))
 
 
-@public("F.interpolate")
-def interpolate(
-    input,
-    size=None,
-    scale_factor=None,
-    mode="nearest",
-    align_corners=None,
-    recompute_scale_factor=None,
-    antialias=False,
-):
-    """Resize the spatial dims of (N, C, *spatial) to `size`, or by `scale_factor`: 'nearest',
-    'nearest-exact', 'linear' (3-D), 'bilinear' (4-D), 'trilinear' (5-D), with torch's
-    `align_corners`; 'area' is adaptive average pooling to the new size."""
-    if antialias:
-        raise NotImplementedError("interpolate: antialias=True is not supported by tinygraph; leave it False.")
-    if mode == "area":
-        from .pool import adaptive_avg_pool  # (pool builds on this module)
+@register("F.interpolate")
+class Interpolate(Function):
+    """F.interpolate's nearest, nearest-exact, linear, bilinear and trilinear modes. The
+    forward is torch's; the backward sends each output's grad to its sources (see Taps)."""
 
-        return adaptive_avg_pool(input, _area_size(input, size, scale_factor, align_corners))
-    if mode in ("bicubic", "lanczos"):
-        raise NotImplementedError(
-            f"interpolate: mode={mode!r} is not supported by tinygraph; use 'bilinear', 'nearest' or 'area'."
-        )
-    if scale_factor is not None and not isinstance(scale_factor, (tuple, list)):
-        scale_factor = (float(scale_factor),) * (input.ndim - 2)
-    scales = tuple(scale_factor) if scale_factor is not None else None
-    size = tuple(size) if isinstance(size, (tuple, list)) else size
-    return Interpolate.apply(input, size, scales, mode, align_corners, recompute_scale_factor)
+    @staticmethod
+    def call(
+        input,
+        size=None,
+        scale_factor=None,
+        mode="nearest",
+        align_corners=None,
+        recompute_scale_factor=None,
+        antialias=False,
+    ):
+        """Resize the spatial dims of (N, C, *spatial) to `size`, or by `scale_factor`: 'nearest',
+        'nearest-exact', 'linear' (3-D), 'bilinear' (4-D), 'trilinear' (5-D), with torch's
+        `align_corners`; 'area' is adaptive average pooling to the new size."""
+        if antialias:
+            raise NotImplementedError("interpolate: antialias=True is not supported by tinygraph; leave it False.")
+        if mode == "area":
+            from .pool import adaptive_avg_pool  # (pool builds on this module)
+
+            return adaptive_avg_pool(input, _area_size(input, size, scale_factor, align_corners))
+        if mode in ("bicubic", "lanczos"):
+            raise NotImplementedError(
+                f"interpolate: mode={mode!r} is not supported by tinygraph; use 'bilinear', 'nearest' or 'area'."
+            )
+        if scale_factor is not None and not isinstance(scale_factor, (tuple, list)):
+            scale_factor = (float(scale_factor),) * (input.ndim - 2)
+        scales = tuple(scale_factor) if scale_factor is not None else None
+        size = tuple(size) if isinstance(size, (tuple, list)) else size
+        return Interpolate.apply(input, size, scales, mode, align_corners, recompute_scale_factor)
+
+    @staticmethod
+    def forward(ctx, x, size, scales, mode, align_corners, recompute):
+        out = F.interpolate(x, size, scales, mode, align_corners, recompute)
+        ctx.options = tuple(x.shape[2:]), tuple(out.shape[2:]), scales, mode, align_corners, recompute
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return adjoint(g, _interpolate_taps(*ctx.options, g.device))
 
 
 # ---- sliding windows -------------------------------------------------------------------------------------------
