@@ -23,7 +23,9 @@ from transformer import config as cfg
 from transformer import test as test_cli
 from transformer import train
 from transformer.errors import UserError
+from transformer.layers import LAYERS
 from transformer.model import LanguageModel
+from transformer.settings import ModelSettings, TrainSettings, options
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = tiny_config(dim=24, blocks=2, dropout=0.2, max_iters=16, eval_interval=5)
@@ -200,7 +202,7 @@ def test_nan_with_skip_policy_skips_the_update_and_goes_on(files, monkeypatch):
 values = st.one_of(
     st.integers(-5, 300), st.floats(-2, 2, allow_nan=False), st.booleans(), st.text(max_size=6), st.just("vocab")
 )
-layer_types = st.sampled_from([*cfg.LAYER_KEYS, "Transformer", "lstm", ""])
+layer_types = st.sampled_from([*LAYERS, "Transformer", "lstm", ""])
 
 
 def toml_value(v):
@@ -211,11 +213,11 @@ def toml_value(v):
 def configs(draw):
     lines = ["[model]"] + [
         f"{k} = {toml_value(draw(values))}"
-        for k in draw(st.lists(st.sampled_from([*cfg.MODEL_KEYS, "width"]), max_size=3, unique=True))
+        for k in draw(st.lists(st.sampled_from([*options(ModelSettings), "width"]), max_size=3, unique=True))
     ]
     lines += ["[train]"] + [
         f"{k} = {toml_value(draw(values))}"
-        for k in draw(st.lists(st.sampled_from([*cfg.TRAIN_KEYS, "epochs"]), max_size=3, unique=True))
+        for k in draw(st.lists(st.sampled_from([*options(TrainSettings), "epochs"]), max_size=3, unique=True))
     ]
     for _ in range(draw(st.integers(0, 5))):
         lines.append("[[layers]]")

@@ -11,7 +11,7 @@ import torch
 
 import tinygraph as tg
 
-from .data import DEFAULT_CORPUS, encode_seed, read_corpus, split, sweep, without_unknown
+from .data import DEFAULT_CORPUS, IGNORE_INDEX, encode_seed, read_corpus, split, sweep, without_unknown
 from .errors import UserError
 from .run import Run, command, pick_device, read_run
 
@@ -65,7 +65,7 @@ def corpus_loss(run: Run, text: str, batch_size: int = 16) -> tuple[float, int]:
     total, count = 0.0, 0
     for x, y in sweep(data, batch_size, run.model.block_size):
         _, loss = run.model(tg.Tensor(x.to(device)), tg.Tensor(y.to(device)))
-        n = int((y != -100).sum())
+        n = int((y != IGNORE_INDEX).sum())
         total, count = total + loss.item() * n, count + n
     return total / count, count
 

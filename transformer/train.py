@@ -34,6 +34,7 @@ from .data import DEFAULT_CORPUS, TOKENIZERS, Tokenizer, get_batch, read_corpus,
 from .errors import UserError
 from .model import LanguageModel
 from .run import build_model, one_line_warnings, pick_device, read_run
+from .settings import ModelSettings, TrainSettings, options
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 12,
@@ -212,8 +213,8 @@ class Trainer:
             value = getattr(self.args, flag[2:].replace("-", "_"))
             if value is not None:
                 overrides[section][key] = value
-        cfg.check_section(overrides["model"], cfg.MODEL_KEYS, "command line")
-        cfg.check_section(overrides["train"], cfg.TRAIN_KEYS, "command line")
+        cfg.check_section(overrides["model"], options(ModelSettings), "command line")
+        cfg.check_section(overrides["train"], options(TrainSettings), "command line")
         return overrides
 
     def _setup_new(self) -> None:
