@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .data import DEFAULT_CORPUS, TOKENIZERS
-from .options import Fraction, Option, Positive, Range, at_least, option
+from .options import Fraction, Option, Positive, Range, alternatives, at_least, option
 
 
 def setting(default: Any, help: str, range: Range | None = None, **meta: Any) -> Any:
     """A dataclass field with what a setting is besides its type: its help and range, and
     `group` (its --help section), `finetune` (its default under --init-from), `per_layer`
-    (a [model] setting a layer's table may set for itself)."""
+    (a [model] setting a layer's table may set for itself), `metavar` and `default_text`
+    (for --help)."""
     return field(default=default, metadata={"help": help, "range": range, **meta})
 
 
@@ -65,7 +66,7 @@ class TrainSettings:
 class RunSettings:
     """The command line's own flags: what to train, on what, where and how."""
 
-    preset: str | None = setting(None, "a shipped model and training recipe (default: baby)", group="model")
+    preset: str = setting("baby", "a shipped model and training recipe (see transformer/presets/)", group="model")
     config: str | None = setting(None, "a TOML config file instead of a preset", group="model", metavar="FILE")
     init_from: str | None = setting(
         None,
@@ -80,7 +81,9 @@ class RunSettings:
         DEFAULT_CORPUS,
         f"a UTF-8 text file; a bare name is also looked for in data/ ({DEFAULT_CORPUS}: Python's own documentation)",
     )
-    out_dir: str | None = setting(None, "the run directory to create (default: runs/<name>-<date>-<time>)")
+    out_dir: str | None = setting(
+        None, "the run directory to create", default_text="runs/<preset or config>-<date>-<time>", metavar="DIR"
+    )
     resume: str | None = setting(
         None, "continue a run from its latest checkpoint, in its own directory", metavar="RUN_DIR"
     )
@@ -110,10 +113,12 @@ class RunSettings:
 class SampleSettings:
     """How transformer.test, transformer.sample and the evaluations during training sample."""
 
-    seed_text: str | None = setting(None, "the text to continue (default: a newline, or the vocabulary's first token)")
+    seed_text: str | None = setting(
+        None, "the text to continue", default_text="a newline, or the vocabulary's first token", metavar="TEXT"
+    )
     n_chars: int = setting(500, "tokens to generate", at_least(0))
     temperature: float = setting(0.8, "below 1 is more conservative, above 1 more surprising", Positive)
-    top_k: int | None = setting(None, "sample among the k likeliest tokens only (default: all)", at_least(1))
+    top_k: int | None = setting(None, "sample among the k likeliest tokens only", at_least(1), default_text="all")
     seed: int = setting(1337, "random seed of sampling")
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps")
     checkpoint: Literal["best", "checkpoint"] = setting("best", "the best weights or the latest")
@@ -121,6 +126,7 @@ class SampleSettings:
 
 SECTIONS = {"model": ModelSettings, "train": TrainSettings}  # a config's tables of settings
 GROUPS = {ModelSettings: "model", TrainSettings: "training", RunSettings: "run", SampleSettings: "sampling"}
+GROUP_ORDER = ["model", "training", "evaluation", "run", "sampling"]  # of --help
 
 
 def options(cls: type) -> dict[str, Option]:
@@ -140,41 +146,54 @@ def meta(cls: type, name: str) -> Any:
 
 
 def defaults(cls: type, mode: str | None = None) -> dict[str, Any]:
-    """Every setting's default; `mode` ("finetune") takes that mode's default where one is set."""
-    return {f.name: f.metadata.get(mode, f.default) if mode else f.default for f in dataclasses.fields(cls)}
+    """Every setting's default; with a `mode` ("finetune"), the settings that have a default of their own in it."""
+    fields = dataclasses.fields(cls)
+    return (
+        {f.name: f.metadata[mode] for f in fields if mode in f.metadata}
+        if mode
+        else {f.name: f.default for f in fields}
+    )
 
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_flags(parser: argparse.ArgumentParser, classes: list[type], notes: dict[str, str] | None = None) -> None:
-    """One flag per setting of each class, in its --help group, its help ending with its
-    default (and `notes[name]`, when given).
+def add_flags(
+    parser: argparse.ArgumentParser,
+    classes: list[type],
+    notes: dict[str, str] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """One flag per setting of each class, grouped as GROUP_ORDER lists them, its help
+    ending with its default (the command's own where `defaults` has one) and `notes[name]`.
 
     A flag not given is absent from the parsed namespace (argparse.SUPPRESS), so that
     `given(args, cls)` tells a setting chosen on the command line from a default."""
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for cls in classes:
-        for name, opt in options(cls).items():
-            data = meta(cls, name)
-            title = data.get("group", GROUPS[cls])
-            group = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title))
-            shown = "none" if opt.default is None else _shown(opt.default)
-            kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": name}
-            kwargs["help"] = f"{opt.help} (default: {shown}{(notes or {}).get(name, '')})"
-            if opt.type is bool:
-                kwargs["action"] = "store_true" if opt.default is False else argparse.BooleanOptionalAction
-            elif typing.get_origin(opt.type) is Literal:
-                kwargs["choices"] = typing.get_args(opt.type)
-            else:
-                kinds = [t for t in typing.get_args(opt.type) or (opt.type,) if t is not type(None)]
-                kwargs["type"] = kinds[0] if kinds[0] in (int, float) else str
-                kwargs["metavar"] = data.get("metavar", name.upper())
-            group.add_argument(flag(name), **kwargs)
+    flags = [(meta(cls, name).get("group", GROUPS[cls]), cls, name) for cls in classes for name in options(cls)]
+    groups = {title: parser.add_argument_group(title) for title in GROUP_ORDER if any(f[0] == title for f in flags)}
+    for title, cls, name in sorted(flags, key=lambda f: GROUP_ORDER.index(f[0])):
+        opt, data = options(cls)[name], meta(cls, name)
+        default = data.get("default_text") or shown((defaults or {}).get(name, opt.default))
+        shows_default = (opt.default is not None and opt.default is not False) or "default_text" in data
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": name, "help": opt.help}
+        if shows_default:
+            kwargs["help"] += f" (default: {default}{(notes or {}).get(name, '')})"
+        if opt.type is bool:
+            kwargs["action"] = "store_true" if opt.default is False else argparse.BooleanOptionalAction
+        elif typing.get_origin(opt.type) is Literal:
+            kwargs["choices"] = typing.get_args(opt.type)
+        else:
+            kinds = [t for t in alternatives(opt.type) if t is not type(None)]
+            kwargs["type"] = kinds[0] if kinds[0] in (int, float) else str
+            kwargs["metavar"] = data.get("metavar", name.upper())
+        groups[title].add_argument(flag(name), **kwargs)
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A default as --help and README show it."""
+    if value is None:
+        return "none"
     return str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -189,8 +208,8 @@ def markdown_table() -> str:
     for section, cls in SECTIONS.items():
         for name, opt in options(cls).items():
             finetune = meta(cls, name).get("finetune")
-            note = f" (fine-tuning: {_shown(finetune)})" if finetune is not None else ""
-            lines.append(f"| `[{section}] {name}` | {_shown(opt.default)}{note} | {opt.help}; {opt.describe()} |")
+            note = f" (fine-tuning: {shown(finetune)})" if finetune is not None else ""
+            lines.append(f"| `[{section}] {name}` | {shown(opt.default)}{note} | {opt.help}; {opt.describe()} |")
     return "\n".join(lines)
 
 
