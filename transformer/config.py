@@ -102,18 +102,7 @@ def check_layers(layers: Any, source: str, base_dir: Path | None = None) -> list
         raise UserError(f"{source} has no [[layers]]; list the model's layers, first an {FIRST}, last a {LOSS}.")
     checked = []
     for i, table in enumerate(layers):
-        try:
-            cls, kind = find(table.get("type"), base_dir)
-        except UserError as err:
-            raise UserError(f"{source} layers[{i}]: {err}") from None
-        declared, where = declaration(cls), f"{source} layers[{i}] ({table['type']})"
-        if not declared.takes_any:
-            check_section(
-                {k: v for k, v in table.items() if k != "type"}, {**declared.options, "repeat": REPEAT}, where
-            )
-        for name, opt in declared.options.items():
-            if opt.required and name not in table:
-                raise UserError(f"{where} needs {name!r}; add `{name} = ...` to it.")
+        _, kind = check_layer(table, f"{source} layers[{i}]", base_dir)
         checked.append({**table, "type": kind})
     if checked[0]["type"] != FIRST:
         raise UserError(
@@ -125,6 +114,21 @@ def check_layers(layers: Any, source: str, base_dir: Path | None = None) -> list
         if sum(t["type"] == kind for t in checked) != 1 or end.get("repeat", 1) != 1:
             raise UserError(f"{source}: a model has exactly one {kind}; remove the others (and any repeat).")
     return checked
+
+
+def check_layer(table: dict[str, Any], where: str, base_dir: Path | None = None) -> tuple[type, str]:
+    """A [[layers]] table against its layer's declaration: its class, and its type as a run records it."""
+    try:
+        cls, kind = find(table.get("type"), base_dir)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+    declared, where = declaration(cls), f"{where} ({table['type']})"
+    if not declared.takes_any:
+        check_section({k: v for k, v in table.items() if k != "type"}, {**declared.options, "repeat": REPEAT}, where)
+    for name, opt in declared.options.items():
+        if opt.required and name not in table:
+            raise UserError(f"{where} needs {name!r}; add `{name} = ...` to it.")
+    return cls, kind
 
 
 def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

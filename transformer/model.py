@@ -11,6 +11,7 @@ import tinygraph as tg
 from tinygraph import Tensor, nn
 
 from . import layers as L
+from .config import check_layer
 from .errors import UserError
 from .settings import ModelSettings
 
@@ -51,7 +52,7 @@ class LanguageModel(nn.Module):
                     f"The layer before the CrossEntropyLoss gives {width} features per position but the vocabulary "
                     f'has {self.vocab_size} tokens; end the stack with a TemporalDense with out = "vocab".'
                 )
-            cls, _ = L.find(table["type"])
+            cls, _ = check_layer(table, f"layers[{i}]")  # again: a layer's file may have changed since
             declared, where = L.declaration(cls), f"layers[{i}] ({table['type']})"
             for _ in range(table.get("repeat", 1)):
                 kwargs = declared.arguments(table, self.settings, self.vocab_size)

@@ -118,17 +118,20 @@ def find(kind: Any, base_dir: Path | None = None) -> tuple[type[nn.Module], str]
     return cls, kind
 
 
-_files: dict[Path, ModuleType] = {}
+_files: dict[tuple[Path, int], ModuleType] = {}
 
 
 def _load_file(path: Path) -> ModuleType:
-    """Run a layer file as a module (once per process): loading a run executes its layers' code."""
-    if path in _files:
-        return _files[path]
+    """Run a layer file as a module (once per process and version of the file): loading a
+    run executes its layers' code."""
     if not path.is_file():
         raise UserError(
-            f"the layer file {path} does not exist; give the path of a Python file, from the config's folder."
+            f"the layer file {path} does not exist; put it back, or name a Python file (its path taken from the "
+            "config file's folder)."
         )
+    key = (path, path.stat().st_mtime_ns)
+    if key in _files:
+        return _files[key]
     name = f"tinygraph_user_layers.{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -138,7 +141,7 @@ def _load_file(path: Path) -> ModuleType:
     except Exception as err:
         del sys.modules[name]
         raise UserError(f"the layer file {path} failed to load: {_where_it_failed(err, path)}; fix it.") from None
-    _files[path] = module
+    _files[key] = module
     return module
 
 
