@@ -63,8 +63,16 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    """The command line's own flags: what to train, on what, where and how."""
+class CommandSettings:
+    """What every command line has."""
+
+    seed: int = setting(1337, "random seed of what is drawn: initial weights, batches, dropout, samples")
+    device: str = setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+
+
+@dataclass(frozen=True)
+class RunSettings(CommandSettings):
+    """The training command line's own flags: what to train, on what, where and how."""
 
     preset: str = setting("baby", "a shipped model and training recipe (see transformer/presets/)", group="model")
     config: str | None = setting(None, "a TOML config file instead of a preset", group="model", metavar="FILE")
@@ -87,8 +95,6 @@ class RunSettings:
     resume: str | None = setting(
         None, "continue a run from its latest checkpoint, in its own directory", metavar="RUN_DIR"
     )
-    seed: int = setting(1337, "random seed of initialization, batches and dropout")
-    device: str = setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     dtype: Literal["float32", "bfloat16", "float64"] = setting(
         "float32", "bfloat16: mixed precision (float32 weights, bfloat16 matrix products)"
     )
@@ -110,7 +116,7 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
-class SampleSettings:
+class SampleSettings(CommandSettings):
     """How transformer.test, transformer.sample and the evaluations during training sample."""
 
     seed_text: str | None = setting(
@@ -119,8 +125,6 @@ class SampleSettings:
     n_chars: int = setting(500, "tokens to generate", at_least(0))
     temperature: float = setting(0.8, "below 1 is more conservative, above 1 more surprising", Positive)
     top_k: int | None = setting(None, "sample among the k likeliest tokens only", at_least(1), default_text="all")
-    seed: int = setting(1337, "random seed of sampling")
-    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps")
     checkpoint: Literal["best", "checkpoint"] = setting("best", "the best weights or the latest")
 
 
@@ -204,13 +208,14 @@ def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 def markdown_table() -> str:
     """README's table of the [model] and [train] settings."""
-    lines = ["| setting | default | what it is |", "|---|---|---|"]
+    lines = []
     for section, cls in SECTIONS.items():
+        lines += ["", f"| [{section}] | default | what it is |", "|---|---|---|"]
         for name, opt in options(cls).items():
             finetune = meta(cls, name).get("finetune")
             note = f" (fine-tuning: {shown(finetune)})" if finetune is not None else ""
-            lines.append(f"| `[{section}] {name}` | {shown(opt.default)}{note} | {opt.help}; {opt.describe()} |")
-    return "\n".join(lines)
+            lines.append(f"| `{name}`, `{flag(name)}` | {shown(opt.default)}{note} | {opt.help}; {opt.describe()} |")
+    return "\n".join(lines[1:])
 
 
 if __name__ == "__main__":
