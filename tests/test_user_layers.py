@@ -223,7 +223,7 @@ def test_a_new_built_in_layer_is_one_class(monkeypatch, tmp_path, capsys):
             "--out-dir", str(tmp_path / "run"), "--max-iters", "1", "--eval-interval", "1"]  # fmt: skip
     assert train.main(argv) == 0
     assert (
-        "| `Swish` | x * sigmoid(beta * x), the smooth ReLU. | `beta` (1.0): the slope |" in L.registry.markdown_table()
+        "| `Swish` | x * sigmoid(beta * x), the smooth ReLU. | `beta` (1): the slope |" in L.registry.markdown_table()
     )
     assert viz_graph.main(["--layer", "Swish", "--format", "dot", "--out", str(tmp_path / "swish.dot")]) == 0
     assert "Sigmoid" in (tmp_path / "swish.dot").read_text()

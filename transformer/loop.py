@@ -32,9 +32,8 @@ def train(t: Trainer) -> int:
         return 0
     processes = f", {t.job.world} processes" if t.job.started else ""
     tokens = (len(t.splits.train), len(t.splits.val))
-    report.started(
-        t.name, t.model.num_parameters(), len(t.tokenizer), tokens, f"{t.device}{processes}", range(t.step, s.max_iters)
-    )
+    report.started(t.name, t.model.num_parameters(), len(t.tokenizer), tokens, f"{t.device}{processes}")
+    report.progress(t.step, s.max_iters)
     step = Step(t, report)
     started = time.perf_counter()
     with stop_signals() as stop:

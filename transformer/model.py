@@ -39,8 +39,8 @@ class LanguageModel(nn.Module):
         self.settings = ModelSettings(**config.get("model", {}))
         self.block_size = self.settings.block_size
         self.calls: list[LayerCall] = []
-        *stack, self.loss = self._build(config["layers"])
-        self.layers = nn.ModuleList(stack)
+        *stack, loss = self._build(config["layers"])
+        self.layers, self.loss = nn.ModuleList(stack), loss
         L.scale_residual_projections(self)
 
     def _build(self, tables: list[dict[str, Any]]) -> list[nn.Module]:

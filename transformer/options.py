@@ -99,9 +99,6 @@ class Option:
         words = [w for w in words if w] + ([f"one of {', '.join(literals)}"] if len(literals) > 1 else literals)
         return " or ".join(words) or "any value"
 
-    def with_default(self, default: Any) -> Option:
-        return Option(self.name, self.type, default, self.range, self.help, self.from_model)
-
 
 def alternatives(tp: Any) -> tuple[Any, ...]:
     """The types of a union (int | None: int, NoneType), or the type itself."""

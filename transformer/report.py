@@ -18,7 +18,7 @@ from .rundir import BEST, CHECKPOINT, METRICS, PLOT, SAMPLE_HEADER, SAMPLES
 
 class Report:
     def __init__(self, out: Path, main: bool, progress: bool):
-        self.out, self.main, self.progress = out, main, progress
+        self.out, self.main, self.show_bar = out, main, progress and main
         self.bar: tqdm | None = None
 
     def say(self, text: str) -> None:
@@ -32,20 +32,15 @@ class Report:
                 f.write(json.dumps(record) + "\n")
 
     # ---- as training goes ------------------------------------------------------------------------
-    def started(
-        self, name: str, parameters: int, vocab: int, tokens: tuple[int, int], where: str, steps: range
-    ) -> None:
+    def started(self, name: str, parameters: int, vocab: int, tokens: tuple[int, int], where: str) -> None:
         self.say(
             f"Training {name}: {parameters / 1e6:.2f}M parameters, vocabulary {vocab}, {tokens[0]:,} training and "
             f"{tokens[1]:,} validation tokens, on {where}.\nRun directory: {self.out}"
         )
-        self.bar = tqdm(
-            total=steps.stop,
-            initial=steps.start,
-            unit="step",
-            dynamic_ncols=True,
-            disable=not (self.progress and self.main),
-        )
+
+    def progress(self, step: int, max_iters: int) -> None:
+        """The progress bar, from `step` on (when asked for, on the main process)."""
+        self.bar = tqdm(total=max_iters, initial=step, unit="step", dynamic_ncols=True, disable=not self.show_bar)
 
     def stepped(self, step: int, loss: float, lr: float, tokens_per_s: float) -> None:
         self.log({"kind": "train", "step": step, "loss": loss, "lr": lr})

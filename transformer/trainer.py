@@ -22,7 +22,7 @@ from . import distributed, rundir
 from .cli import pick_device
 from .data import TOKENIZERS, read_corpus, split, without_unknown
 from .errors import UserError
-from .settings import SECTIONS, RunSettings, TrainSettings, defaults, flag, options
+from .settings import SECTIONS, ModelSettings, RunSettings, TrainSettings, defaults, flag, options
 
 NO_ARGUMENT_ITERS = 1000  # the run with no arguments: the baby preset, shortened to a few minutes on 2 cores
 
@@ -54,7 +54,7 @@ def plan(given: dict[str, Any], flags: dict[str, dict[str, Any]]) -> Plan:
         return Plan(run, cfg.merged(info["config"], flags), Path(run.resume).name)
     if run.init_from:
         info = rundir.read_info(Path(run.init_from))
-        built_for = info["config"]["model"]["block_size"]
+        built_for = ModelSettings(**info["config"]["model"]).block_size
         if flags.get("model", {}).get("block_size", built_for) != built_for:
             raise UserError(f"--block-size cannot change when fine-tuning; the model was built for {built_for}.")
         if given.get("tokenizer", info["tokenizer"]) != info["tokenizer"]:
@@ -81,7 +81,7 @@ class Trainer:
         if self.job.started and run.compile:
             raise UserError("--compile does not work under torchrun yet; drop one of them.")
         self.settings = TrainSettings(**self.config["train"])
-        self.block_size = self.config["model"]["block_size"]
+        self.block_size = ModelSettings(**self.config["model"]).block_size
         self.step, self.best_val, self.best_step = 0, math.inf, -1
         self.evaluated_at: int | None = None  # a step whose evaluation a resumed checkpoint already holds
         self.lock: rundir.RunLock | None = None
@@ -107,13 +107,14 @@ class Trainer:
             text = without_unknown(text, self.tokenizer, "The corpus")
         else:
             self.tokenizer = TOKENIZERS[run.tokenizer].learn(text)
+        if not run.resume:  # (a resumed run's random state comes from its checkpoint)
             torch.manual_seed(run.seed)
         self.model = rundir.build_model(self.config, len(self.tokenizer), run.dtype, self.device)
         if parent is not None:
             self.model.load_state_dict(parent.model.state_dict())
+        self.splits = split(text, self.tokenizer, self.block_size)
         if not run.resume:
             self.out = Path(self.job.on_main(self._create))  # rank 0 creates it, every rank learns where
-        self.splits = split(text, self.tokenizer, self.block_size)
         # the optimizer and its schedules
         s = self.settings
         self.optimizer = AdamW(self.model.optimizer_groups(s.weight_decay), lr=s.lr, betas=(s.beta1, s.beta2))

@@ -35,7 +35,7 @@ from tinygraph import nn
 
 from ..errors import UserError
 from ..options import Option, Vocab, alternatives, signature_options
-from ..settings import ModelSettings, meta
+from ..settings import ModelSettings, meta, shown
 from ..settings import options as settings_of
 
 LAYERS: dict[str, type[nn.Module]] = {}  # the built-in layers, by name
@@ -51,7 +51,6 @@ def layer(cls: type[nn.Module]) -> type[nn.Module]:
 class Declaration:
     """What a layer class declares, read from it once."""
 
-    cls: type[nn.Module]
     options: dict[str, Option]  # the keys its table may have
     given: tuple[str, ...]  # the [model] settings it is handed as they are
     takes_any: bool  # its constructor has **kwargs: other keys go to it unchecked
@@ -85,13 +84,14 @@ def declaration(cls: type[nn.Module]) -> Declaration:
         if not meta(ModelSettings, shared).get("per_layer"):
             given.append(name)  # the model's own (its context length): not the layer's to choose
             del options[name]
-        elif opt.from_model is None or opt.range is None:  # the [model] setting's type, range and help
+        else:  # [model]'s value by default, and its type, range and help unless the layer gives its own
             own = model[shared]
-            options[name] = Option(name, own.type, opt.default, own.range, opt.help or own.help, shared)
+            kind, rng = (opt.type, opt.range) if opt.range else (own.type, own.range)
+            options[name] = Option(name, kind, opt.default, rng, opt.help or own.help, shared)
     out_width = getattr(cls, "out_width", None)
     if out_width is not None and out_width not in options:
         raise TypeError(f"{cls.__name__}.out_width names {out_width!r}, which is not one of its options.")
-    return Declaration(cls, options, tuple(given), takes_any, out_width)
+    return Declaration(options, tuple(given), takes_any, out_width)
 
 
 def find(kind: Any, base_dir: Path | None = None) -> tuple[type[nn.Module], str]:
@@ -178,16 +178,5 @@ def markdown_table() -> str:
 
 
 def _describe_option(opt: Option) -> str:
-    if opt.from_model:
-        default = f"[model] {opt.from_model}"
-    elif opt.required:
-        default = "required"
-    else:
-        default = (
-            "none"
-            if opt.default is None
-            else str(opt.default).lower()
-            if isinstance(opt.default, bool)
-            else repr(opt.default)
-        )
+    default = f"[model] {opt.from_model}" if opt.from_model else "required" if opt.required else shown(opt.default)
     return f"`{opt.name}` ({default}): {opt.help or opt.describe()}"
