@@ -29,7 +29,7 @@ from transformer.model import LanguageModel
 from transformer.settings import ModelSettings
 
 WIDTH, VOCAB = 16, 32
-EXAMPLE = {int: 2, float: 0.1, bool: True}  # a required option's value in a drawing (the width's: WIDTH)
+EXAMPLE = {float: 0.1, bool: True}  # a required option's value in a drawing (the width's: WIDTH; else 2)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,7 +67,7 @@ def build_layer(kind: str):
     declared = declaration(cls)
     width = VOCAB if kind in (cfg.FIRST, cfg.LOSS) else WIDTH
     table = {
-        name: WIDTH if name == declared.out_width else EXAMPLE[opt.type]
+        name: WIDTH if name == declared.out_width else EXAMPLE.get(opt.type, 2)
         for name, opt in declared.options.items()
         if opt.required
     }
