@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Literal
 
 from .data import DEFAULT_CORPUS, TOKENIZERS
@@ -133,6 +134,7 @@ GROUPS = {ModelSettings: "model", TrainSettings: "training", RunSettings: "run",
 GROUP_ORDER = ["model", "training", "evaluation", "run", "sampling"]  # of --help
 
 
+@cache
 def options(cls: type) -> dict[str, Option]:
     """The settings of a settings class, by name."""
     hints = typing.get_type_hints(cls)
@@ -151,12 +153,9 @@ def meta(cls: type, name: str) -> Any:
 
 def defaults(cls: type, mode: str | None = None) -> dict[str, Any]:
     """Every setting's default; with a `mode` ("finetune"), the settings that have a default of their own in it."""
-    fields = dataclasses.fields(cls)
-    return (
-        {f.name: f.metadata[mode] for f in fields if mode in f.metadata}
-        if mode
-        else {f.name: f.default for f in fields}
-    )
+    if mode:
+        return {f.name: f.metadata[mode] for f in dataclasses.fields(cls) if mode in f.metadata}
+    return {f.name: f.default for f in dataclasses.fields(cls)}
 
 
 def flag(name: str) -> str:
@@ -178,11 +177,10 @@ def add_flags(
     groups = {title: parser.add_argument_group(title) for title in GROUP_ORDER if any(f[0] == title for f in flags)}
     for title, cls, name in sorted(flags, key=lambda f: GROUP_ORDER.index(f[0])):
         opt, data = options(cls)[name], meta(cls, name)
-        default = data.get("default_text") or shown((defaults or {}).get(name, opt.default))
-        shows_default = (opt.default is not None and opt.default is not False) or "default_text" in data
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": name, "help": opt.help}
-        if shows_default:
-            kwargs["help"] += f" (default: {default}{(notes or {}).get(name, '')})"
+        if (opt.default is not None and opt.default is not False) or "default_text" in data:  # not: "not given"
+            text = data.get("default_text") or shown((defaults or {}).get(name, opt.default))
+            kwargs["help"] += f" (default: {text}{(notes or {}).get(name, '')})"
         if opt.type is bool:
             kwargs["action"] = "store_true" if opt.default is False else argparse.BooleanOptionalAction
         elif typing.get_origin(opt.type) is Literal:
