@@ -221,7 +221,7 @@ def test_mixing_devices_is_a_clear_error():
     a = tg.ones(2)
     b = tg.Tensor(torch.ones(2, device="meta"))
     with pytest.raises(RuntimeError, match=r"different devices.*to\(device\)"):
-        a @ b
+        a * b
 
 
 def test_no_grad_and_enable_grad_as_context_and_decorator():

@@ -32,7 +32,7 @@ def test_the_whole_training_step_traces_as_one_graph(dtype):
     opt = tg.optim.AdamW(model.optimizer_groups(0.1), lr=torch.tensor(1e-3))
 
     def step(x, y):
-        with tg.autocast(dtype, enabled=dtype is not None):
+        with tg.autocast("cpu", dtype=dtype, enabled=dtype is not None):
             _, loss = model(tg.Tensor(x), tg.Tensor(y))
         loss.backward()
         tg.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -61,7 +61,7 @@ def test_bfloat16_trains_close_to_float32(tmp_path):
 def test_autocast_runs_matrix_products_low_and_normalizations_in_float32():
     w = tg.randn(8, 4, requires_grad=True)
     x = tg.randn(3, 4)
-    with tg.autocast(torch.bfloat16):
+    with tg.autocast("cpu", dtype=torch.bfloat16):
         h = F.linear(x, w)
         attn = F.scaled_dot_product_attention(h.unsqueeze(0), h.unsqueeze(0), h.unsqueeze(0))
         normed = F.layer_norm(attn, 8)
@@ -71,7 +71,7 @@ def test_autocast_runs_matrix_products_low_and_normalizations_in_float32():
     assert (normed.dtype, probs.dtype, loss.dtype) == (torch.float32,) * 3
     loss.backward()
     assert w.grad.dtype == torch.float32  # the master weight gets its grad in its own dtype
-    with tg.autocast(enabled=False):
+    with tg.autocast("cpu", enabled=False):
         assert F.linear(x, w).dtype == torch.float32
 
 
@@ -79,7 +79,7 @@ def test_autocast_matches_torch_autocast_closely():
     torch.manual_seed(0)
     w, x = torch.randn(16, 8), torch.randn(5, 8)
     ours = tg.Tensor(w.clone(), requires_grad=True)
-    with tg.autocast(torch.bfloat16):
+    with tg.autocast("cpu", dtype=torch.bfloat16):
         out = F.gelu(F.linear(tg.Tensor(x), ours)).sum()
     out.backward()
     theirs = w.clone().requires_grad_()

@@ -1,33 +1,35 @@
 """Rule 3: each fused op (one node, a hand-written backward) equals the composition of
-primitive ops it replaces, in value and in every input's grad."""
+primitive ops it replaces, in value and in every input's grad. Every op that names a
+`composite` is checked on every one of its specs, found through the registry."""
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from op_specs import (
-    Diff,
-    attention_inputs,
-    cross_entropy_inputs,
-    dropout_inputs,
-    layer_norm_inputs,
-    lstm_cell_inputs,
-    shapes,
-    values,
-)
-from test_ops import materialize
+from specs import SPECS
+from specs.nn import attention_inputs, dropout_inputs
 
 import tinygraph as tg
 import tinygraph.nn.functional as F
 from tinygraph.ops import elementwise as E
 from tinygraph.ops import nn as N
+from tinygraph.testing import Diff, check_composite_case, materialize
 
-FUSED_TESTED = {"LayerNorm", "CrossEntropy", "ScaledDotProductAttention", "Gelu", "LSTMCell"}
+FUSED = [(name, i, spec) for name, op in sorted(tg.OPS.items()) if op.composite for i, spec in enumerate(SPECS[name])]
 
 
-def test_every_op_with_a_composite_is_tested_against_it():
-    fused = {name for name, op in tg.OPS.items() if op.composite is not None}
-    assert fused == FUSED_TESTED, f"fused ops without a test against their composite: {fused - FUSED_TESTED}"
+def test_there_are_fused_ops_to_check():
+    assert {"LayerNorm", "CrossEntropy", "ScaledDotProductAttention", "Gelu", "LSTMCell"} <= {n for n, _, _ in FUSED}
+
+
+@pytest.mark.parametrize("name,i,spec", FUSED, ids=[f"{n}-{i}" for n, i, _ in FUSED])
+def test_fused_op_equals_its_composite(name, i, spec, device):
+    @given(data=st.data())
+    def run(data):
+        args, kwargs = data.draw(spec.inputs)
+        check_composite_case(spec, args, kwargs, device, data.draw(st.integers(0, 2**31)))
+
+    run()
 
 
 def assert_same_values_and_grads(op, fused, composite, args, device):
@@ -45,44 +47,6 @@ def assert_same_values_and_grads(op, fused, composite, args, device):
             assert a is None or not a.data.any()
         else:
             torch.testing.assert_close(a.data, b.data, rtol=1e-9, atol=1e-11)
-
-
-@given(data=st.data())
-def test_layer_norm_equals_its_composition(device, data):
-    (x, shape, w, b), _ = data.draw(layer_norm_inputs())
-    assert_same_values_and_grads(
-        N.LayerNorm,
-        lambda x, w, b: F.layer_norm(x, shape, w, b),
-        lambda x, w, b: N.layer_norm_composite(x, w, b, normalized_shape=shape),
-        (x, w, b),
-        device,
-    )
-
-
-@given(data=st.data())
-def test_cross_entropy_equals_log_softmax_and_gather(device, data):
-    (logits, target), kw = data.draw(cross_entropy_inputs())
-    if logits.value.ndim != 2:
-        return  # the fused op sees rows; the wrapper's reshaping is covered by the op spec
-    assert_same_values_and_grads(
-        N.CrossEntropy,
-        lambda x, t: F.cross_entropy(x, t, reduction=kw["reduction"]),
-        lambda x, t: N.cross_entropy_composite(x, t, reduction=kw["reduction"]),
-        (logits, target),
-        device,
-    )
-
-
-@given(data=st.data())
-def test_attention_equals_softmax_of_scores(device, data):
-    args, kw = data.draw(attention_inputs())
-    assert_same_values_and_grads(
-        N.ScaledDotProductAttention,
-        lambda q, k, v, m=None: F.scaled_dot_product_attention(q, k, v, m, **kw),
-        lambda q, k, v, m=None: N.attention_composite(q, k, v, m.data if m is not None else None, **kw),
-        args,
-        device,
-    )
 
 
 @given(data=st.data(), seed=st.integers(0, 2**16), p=st.sampled_from([0.1, 0.5]))
@@ -134,18 +98,6 @@ def test_dropout_edge_probabilities(p):
         F.dropout(x, 1.5)
 
 
-@given(data=st.data(), approximate=st.sampled_from(["none", "tanh"]))
-def test_gelu_equals_its_composition(device, data, approximate):
-    x = Diff(data.draw(shapes.flatmap(lambda s: values(s, -4, 4))))
-    assert_same_values_and_grads(
-        E.Gelu,
-        lambda x: F.gelu(x, approximate),
-        lambda x: E.gelu_composite(x, approximate),
-        (x,),
-        device,
-    )
-
-
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_grad_near_zero(device, approximate):
     # gelu(x)/x is the backward's Phi(x); it must not break where gelu(x) underflows
@@ -153,16 +105,4 @@ def test_gelu_grad_near_zero(device, approximate):
     x = Diff(torch.tensor([0.0, 5e-324, -5e-324, tiny, -tiny, 3 * tiny], dtype=torch.float64).numpy())
     assert_same_values_and_grads(
         E.Gelu, lambda x: F.gelu(x, approximate), lambda x: E.gelu_composite(x, approximate), (x,), device
-    )
-
-
-@given(data=st.data(), which=st.sampled_from([0, 1]))
-def test_lstm_cell_equals_its_gates(device, data, which):
-    args, _ = data.draw(lstm_cell_inputs())
-    assert_same_values_and_grads(
-        N.LSTMCell,
-        lambda *a: F.lstm_cell(*a)[which],
-        lambda *a: N.lstm_cell_composite(*a)[which],
-        args,
-        device,
     )

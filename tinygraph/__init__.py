@@ -20,8 +20,7 @@ from torch import (  # dtypes and seeding are torch's own
     manual_seed,
 )
 
-from . import functions as _functions
-from . import nn, optim
+from . import linalg, nn, ops, optim  # noqa: F401  (ops: registers every op and installs its names)
 from .autograd import backward, grad
 from .creation import (
     arange,
@@ -38,21 +37,31 @@ from .creation import (
     randint,
     randn,
     randn_like,
+    randperm,
     tensor,
     zeros,
     zeros_like,
 )
-from .function import OPS, Function, Node, register
-from .functions import *  # noqa: F403  (exp, sum, cat, where...: torch's top-level functions)
-from .grad_mode import autocast, detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .function import OPS, PUBLIC, Function, Node, public, register
+from .grad_mode import (
+    autocast,
+    detect_anomaly,
+    enable_grad,
+    inference_mode,
+    is_grad_enabled,
+    is_inference_mode_enabled,
+    no_grad,
+    set_grad_enabled,
+)
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .tensor import Tensor
 
 __all__ = [
-    "Tensor", "tensor", "Function", "Node", "OPS", "register", "nn", "optim",
-    "autocast", "backward", "grad", "gradcheck", "gradgradcheck", "GradcheckError", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "detect_anomaly",
-    "zeros", "ones", "full", "empty", "randn", "rand", "randint", "arange", "linspace", "eye",
+    "Tensor", "tensor", "Function", "Node", "OPS", "PUBLIC", "register", "public", "nn", "optim", "linalg",
+    "autocast", "backward", "grad", "gradcheck", "gradgradcheck", "GradcheckError", "no_grad", "enable_grad",
+    "set_grad_enabled", "is_grad_enabled", "inference_mode", "is_inference_mode_enabled", "detect_anomaly",
+    "zeros", "ones", "full", "empty", "randn", "rand", "randint", "randperm", "arange", "linspace", "eye",
     "zeros_like", "ones_like", "full_like", "empty_like", "randn_like", "rand_like",
     "float16", "bfloat16", "float32", "float64", "int32", "int64", "long", "bool", "device", "manual_seed",
-    *_functions.__all__,
+    *sorted({name.split(".", 1)[1] for name in PUBLIC if name.startswith("tinygraph.")}),
 ]  # fmt: skip

@@ -1,10 +1,15 @@
 """The backward pass: walk the tape from the outputs to the leaves, one Node at a time.
 
 The order is a topological sort computed with an explicit stack (a 100,000-op chain
-needs no recursion). Each Node's grad is the sum of what its consumers sent it; when it
-is complete the Node's backward runs, its saved tensors are freed at once (unless
-`retain_graph`), and the grads it returns are summed back to each input's shape and
-dtype (broadcasting is undone here, once, not in every op) and passed on.
+needs no recursion); roots are nodes like any other, so a root computed from another
+root runs first. Each Node's grad is the sum of what its consumers sent it; when it
+is complete the Node's hooks run, then its backward, its saved tensors are freed at once
+(unless `retain_graph`), and the grads it returns are summed back to each input's shape
+and dtype (broadcasting is undone here, once, not in every op) and passed on.
+
+A leaf keeps the grad object it receives only when nothing else can hold it: a grad
+handed to two inputs (`a + b`), passed through unchanged (`clone`, `expand`) from such
+a one, a view, or one the user gave, is copied first, so no two `.grad`s ever share memory.
 """
 
 from __future__ import annotations
@@ -24,10 +29,19 @@ def backward(
     grad_tensors: Any = None,
     retain_graph: bool | None = None,
     create_graph: bool = False,
+    inputs: Tensor | Sequence[Tensor] | None = None,
 ) -> None:
-    """Accumulate d(tensors)/d(leaf) into every leaf's `.grad`, like torch.autograd.backward."""
+    """Accumulate d(tensors)/d(leaf) into every leaf's `.grad`, like torch.autograd.backward;
+    with `inputs`, into those tensors' `.grad` only (leaves or not)."""
     roots, grads = _roots_and_grads(tensors, grad_tensors, create_graph)
-    _run(roots, grads, create_graph if retain_graph is None else retain_graph, create_graph)
+    retain = create_graph if retain_graph is None else retain_graph
+    if inputs is None:
+        _run(roots, grads, retain, create_graph)
+        return
+    inputs = _checked_inputs(inputs, "backward(inputs=...)")
+    for t, g in zip(inputs, _run(roots, grads, retain, create_graph, targets=inputs)):
+        if g is not None:
+            _accumulate(t, g, shared=True)
 
 
 def grad(
@@ -39,10 +53,7 @@ def grad(
     allow_unused: bool = False,
 ) -> tuple[Tensor | None, ...]:
     """Return d(outputs)/d(inputs) without touching any `.grad`, like torch.autograd.grad."""
-    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-    for i, x in enumerate(inputs):
-        if not isinstance(x, Tensor) or not x.requires_grad:
-            raise RuntimeError(f"grad(): inputs[{i}] does not require grad; call requires_grad_() on it first.")
+    inputs = _checked_inputs(inputs, "grad()")
     roots, grads = _roots_and_grads(outputs, grad_outputs, create_graph)
     retain = create_graph if retain_graph is None else retain_graph
     found = _run(roots, grads, retain, create_graph, targets=inputs)
@@ -50,7 +61,17 @@ def grad(
         raise RuntimeError(
             "One of the inputs was not used to compute the outputs; pass allow_unused=True to get None for it."
         )
-    return tuple(found)
+    return tuple(Tensor._make(g, None) if isinstance(g, torch.Tensor) else g for g in found)
+
+
+def _checked_inputs(inputs: Any, where: str) -> list[Tensor]:
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if not inputs:
+        raise RuntimeError(f"{where}: inputs is empty; pass the tensors whose grads you want.")
+    for i, x in enumerate(inputs):
+        if not isinstance(x, Tensor) or not x.requires_grad:
+            raise RuntimeError(f"{where}: inputs[{i}] does not require grad; call requires_grad_() on it first.")
+    return inputs
 
 
 def _roots_and_grads(tensors: Any, grad_tensors: Any, create_graph: bool) -> tuple[list, list]:
@@ -87,10 +108,14 @@ def _roots_and_grads(tensors: Any, grad_tensors: Any, create_graph: bool) -> tup
 
 
 def _topological_order(roots: list[Node], stop: set) -> list[Node]:
-    """Nodes reachable from `roots`, every consumer before what it consumes (iterative DFS)."""
+    """Nodes reachable from `roots`, every consumer before what it consumes (iterative DFS;
+    a root reached from another root is ordered like any other node)."""
     order: list[Node] = []
-    seen = set(roots)
+    seen: set[Node] = set()
     for root in roots:
+        if root in seen:
+            continue
+        seen.add(root)
         stack = [(root, iter(root.edges))]
         while stack:
             node, edges = stack[-1]
@@ -120,23 +145,31 @@ def _run(
 ) -> list:
     """The engine. Without `targets` grads go into leaves; with them they are returned."""
     found: list = [None] * len(targets) if targets is not None else []
-    # a target is a leaf Tensor, or (node, slot) for the output of an op
-    target_of = {(t if t.grad_fn is None else (t.grad_fn, t._slot)): i for i, t in enumerate(targets or ())}
+    # a target is a leaf Tensor, or (node, slot) for the output of an op; it may be listed twice
+    target_of: dict[Any, list[int]] = {}
+    for i, t in enumerate(targets or ()):
+        target_of.setdefault(t if t.grad_fn is None else (t.grad_fn, t._slot), []).append(i)
     target_nodes = {t.grad_fn for t in targets or () if t.grad_fn is not None}
     pending: dict[Node, Any] = {}  # a node's grad so far; a list with one per output for multi-output ops
+    shared: set[int] = {id(g) for g in root_grads}  # grad objects held in more than one place
 
-    def arrive(dest: Any, slot: int, g: Any, shared: bool) -> None:
+    def found_at(key: Any, g: Any) -> None:
+        for i in target_of[key]:
+            found[i] = g if found[i] is None else found[i] + g
+
+    def arrive(dest: Any, slot: int, g: Any) -> None:
         if type(dest) is not Node:  # a leaf
-            if targets is None:
-                _accumulate(dest, g, shared)
-            elif dest in target_of:
-                i = target_of[dest]
-                found[i] = g if found[i] is None else found[i] + g
+            if targets is not None:
+                if dest in target_of:
+                    found_at(dest, g)
+            elif sinks is not None and dest in sinks.left:
+                sinks.collect(dest, g)
+            else:
+                _accumulate(dest, g, id(g) in shared)
             return
         if targets is not None:
-            i = target_of.get((dest, slot))
-            if i is not None:
-                found[i] = g if found[i] is None else found[i] + g
+            if (dest, slot) in target_of:
+                found_at((dest, slot), g)
             if dest not in needed:
                 return
         if dest.fn.multi_output:
@@ -149,41 +182,55 @@ def _run(
     stop = target_nodes if stop_at_targets else set()
     order = _topological_order(roots_nodes, stop)
     needed = _nodes_leading_to(order, target_of, target_nodes) if targets is not None else set()
-    user_given = {id(g) for g in root_grads}
+    sinks = _LeafSinks(order, roots, shared) if targets is None else None
+    if sinks is not None and not sinks.left:
+        sinks = None
     for r, g in zip(roots, root_grads):
-        arrive(r.grad_fn if r.grad_fn is not None else r, r._slot, g, True)
+        arrive(r.grad_fn if r.grad_fn is not None else r, r._slot, g)
 
+    observer = grad_mode.local.state.observer
     with grad_mode.set_grad_enabled(create_graph):
-        hooks = _HookCounts(order) if targets is None else None
         for node in order:
             g = pending.pop(node, None)
-            if g is None:
-                if hooks is not None and hooks.left:
-                    hooks.done(node)
+            if g is None:  # no grad reached it: nothing to run, but it is done with
+                if sinks is not None:
+                    sinks.done(node)
+                if not retain_graph:
+                    node.release()
                 continue
-            for slot, ref in node._retained:
-                if targets is None and ref() is not None:
-                    _accumulate(ref(), g[slot] if node.fn.multi_output else g, True)
+            if node._hooks:
+                g = _run_hooks(node, g, shared)
+            if targets is None:
+                for slot, ref in node._retained:
+                    gs = g[slot] if node.fn.multi_output else g
+                    if ref() is not None and gs is not None:
+                        _accumulate(ref(), gs, shared=True)
             if targets is not None and (node in stop or node not in needed):
+                if not retain_graph:
+                    node.release()
                 continue
             grads = _call_backward(node, g, create_graph)
-            if grad_mode.state.observer is not None:
-                grad_mode.state.observer.backward_ran(node, grads)
+            if observer is not None:
+                observer.backward_ran(node, g, grads)
             if not retain_graph:
                 node.release()
             if type(grads) is not tuple and type(grads) is not list:
                 grads = (grads,)
-            if len(grads) != len(node.edges) and (len(grads) > len(node.edges) or any(node.edges[len(grads) :])):
+            if len(grads) != len(node.edges) and (
+                any(g is not None for g in grads[len(node.edges) :]) or any(node.edges[len(grads) :])
+            ):
                 raise RuntimeError(
                     f"{node.name}.backward returned {len(grads)} grads for {len(node.edges)} inputs; "
                     "return one per positional input that needs a grad (None where there is none)."
                 )
+            if len(grads) > 1:
+                _note_repeats(grads, shared)
             for i, (edge, g_in) in enumerate(zip(node.edges, grads)):
                 if edge is None or g_in is None:
                     continue
                 dest, shape, dtype, slot = edge
                 if g_in.shape != shape:
-                    g_in = g_in.sum_to_size(shape)
+                    g_in = _summed_to(node, i, g_in, shape)
                 if g_in.dtype != dtype:
                     g_in = g_in.to(dtype)
                 if node.stack is not None:
@@ -191,15 +238,70 @@ def _run(
                 if targets is None and type(dest) is Node and not dest.fn.multi_output:
                     pending[dest] = g_in if dest not in pending else pending[dest] + g_in  # the common case
                     continue
-                # The same grad object handed to two inputs (as `a + b` does) or given by
-                # the user must be copied before a leaf keeps it and later adds in place.
-                shared = id(g_in) in user_given or sum(x is g_in for x in grads) > 1
-                arrive(dest, slot, g_in, shared)
-            if hooks is not None and hooks.left:
-                hooks.done(node)
-        if hooks is not None:
-            hooks.finish(r for r in roots if r.grad_fn is None)
+                arrive(dest, slot, g_in)
+            if sinks is not None:
+                sinks.done(node)
+        if sinks is not None:
+            sinks.finish()
+    if targets is not None:
+        _leaf_hooks_on_found(targets, found)
     return found
+
+
+def _note_repeats(grads: Sequence, shared: set[int]) -> None:
+    """The same grad object handed to two inputs (as `a + b` does) is held twice."""
+    seen: set[int] = set()
+    for g in grads:
+        if g is not None:
+            if id(g) in seen:
+                shared.add(id(g))
+            seen.add(id(g))
+
+
+def _summed_to(node: Node, i: int, g: Any, shape: torch.Size) -> Any:
+    """A grad in its input's shape: broadcasting summed away. Any other mismatch is the op's bug."""
+    try:
+        out = g.sum_to_size(shape)
+    except RuntimeError:
+        out = None
+    if out is None or out.shape != shape:
+        raise RuntimeError(
+            f"{node.name}.backward returned a grad of shape {tuple(g.shape)} for its input {i}, whose shape is "
+            f"{tuple(shape)}; return the grad in the input's shape (or one that broadcasts to the output's)."
+        )
+    return out
+
+
+def _run_hooks(node: Node, g: Any, shared: set[int]) -> Any:
+    """register_hook on a non-leaf: each hook sees its output's complete grad and may replace it."""
+    multi = node.fn.multi_output
+    grads = list(g) if multi else [g]
+    for slot, hook in node._hooks:
+        if grads[slot] is None:
+            continue
+        new = hook(_as_tensor(grads[slot]))
+        if new is not None:
+            grads[slot] = new if isinstance(grads[slot], Tensor) else new.data
+            shared.add(id(grads[slot]))  # the hook's caller may keep it
+    return grads if multi else grads[0]
+
+
+def _leaf_hooks_on_found(targets: list[Tensor], found: list) -> None:
+    for i, t in enumerate(targets):
+        if t.grad_fn is None and t._pre_hooks and found[i] is not None:
+            found[i] = _hooked(t, found[i])
+
+
+def _hooked(leaf: Tensor, g: Any) -> Any:
+    for hook in leaf._pre_hooks:
+        new = hook(_as_tensor(g))
+        if new is not None:
+            g = new if isinstance(g, Tensor) else new.data
+    return g
+
+
+def _as_tensor(g: Any) -> Tensor:
+    return g if isinstance(g, Tensor) else Tensor._make(g, None)
 
 
 def _nodes_leading_to(order: list[Node], target_of: dict, target_nodes: set) -> set[Node]:
@@ -242,7 +344,8 @@ def _composite_backward(node: Node, g: Any) -> list:
     with grad_mode.enable_grad():
         out = node.fn.composite(*args, **node.kwargs)
     outs, grads_out = (list(out), list(g)) if node.fn.multi_output else ([out], [g])
-    local = _run(outs, grads_out, True, True, targets=[args[i] for i in wanted], stop_at_targets=True)
+    live = [(o, gi) for o, gi in zip(outs, grads_out) if o.requires_grad]
+    local = _run([o for o, _ in live], [gi for _, gi in live], True, True, [args[i] for i in wanted], True)
     grads: list = [None] * len(args)
     for i, gi in zip(wanted, local):
         grads[i] = gi
@@ -250,11 +353,15 @@ def _composite_backward(node: Node, g: Any) -> list:
 
 
 def _accumulate(t: Tensor, g: Any, shared: bool) -> None:
-    """Add a grad into `t.grad`, PyTorch's way: in place when no graph is being built."""
+    """Add a grad into `t.grad`, PyTorch's way: in place when no graph is being built, and
+    keeping the grad object itself only when nothing else holds it."""
     if isinstance(g, Tensor):  # create_graph: keep the grad's own graph, add out of place
-        t.grad = g if t.grad is None else t.grad + g
+        if t.grad is None:
+            t.grad = g.clone() if shared or g.data._is_view() else g
+        else:
+            t.grad = t.grad + g
     elif t.grad is None:
-        # a view may alias someone else's tensor (compiled code cannot ask, so it copies too)
+        # compiled code cannot ask whether a grad is a view, so it copies too
         t.grad = Tensor._make(g.clone() if shared or torch.compiler.is_compiling() or g._is_view() else g, None)
     elif t.grad.requires_grad:
         t.grad = Tensor._make(t.grad.data + g, None)
@@ -262,17 +369,27 @@ def _accumulate(t: Tensor, g: Any, shared: bool) -> None:
         t.grad.data += g
 
 
-class _HookCounts:
-    """Post-accumulate-grad hooks fire once per backward, when a leaf's grad is complete: a
-    leaf used several times (a tied weight, a recurrent one) gets a grad from each use, so
-    the engine counts the uses still to come and fires when the count reaches zero."""
+class _LeafSinks:
+    """Leaves with hooks: their grads are gathered until every use has sent its part, then
+    `register_hook` hooks see the total (and may replace it), it is accumulated, and the
+    post-accumulate-grad hooks fire, once per backward. (A leaf used several times, a tied
+    or recurrent weight, gets a grad from each use; the engine counts the uses to come.)"""
 
-    def __init__(self, order: list[Node]):
+    def __init__(self, order: list[Node], roots: list[Tensor], shared: set[int]):
         self.left: dict[Tensor, int] = {}
+        self.gathered: dict[Tensor, Any] = {}
+        self.shared = shared
         for node in order:
             for edge in node.edges:
-                if edge is not None and type(edge[0]) is not Node and edge[0]._hooks:
+                if edge is not None and type(edge[0]) is not Node and (edge[0]._pre_hooks or edge[0]._post_hooks):
                     self.left[edge[0]] = self.left.get(edge[0], 0) + 1
+        for r in roots:
+            if r.grad_fn is None and (r._pre_hooks or r._post_hooks):
+                self.left[r] = self.left.get(r, 0) + 1  # its own root grad is one more use
+
+    def collect(self, leaf: Tensor, g: Any) -> None:
+        before = self.gathered.get(leaf)
+        self.gathered[leaf] = g if before is None else before + g
 
     def done(self, node: Node) -> None:
         """`node` has sent its grads (or will send none): its leaves have one use fewer to wait for."""
@@ -281,17 +398,20 @@ class _HookCounts:
                 self.left[edge[0]] -= 1
                 if not self.left[edge[0]]:
                     del self.left[edge[0]]
-                    self.fire(edge[0])
+                    self.flush(edge[0])
 
-    def finish(self, leaf_roots: Any) -> None:
-        for leaf in [*self.left, *(r for r in leaf_roots if r._hooks)]:  # uses that sent nothing; leaves as roots
-            self.fire(leaf)
-        self.left.clear()
+    def finish(self) -> None:
+        for leaf in list(self.left):  # uses that sent nothing, and leaves that were roots
+            del self.left[leaf]
+            self.flush(leaf)
 
-    @staticmethod
-    def fire(leaf: Tensor) -> None:
+    def flush(self, leaf: Tensor) -> None:
+        g = self.gathered.pop(leaf, None)
+        if g is not None:
+            hooked = _hooked(leaf, g) if leaf._pre_hooks else g
+            _accumulate(leaf, hooked, shared=hooked is not g or id(g) in self.shared)
         if leaf.grad is not None:
-            for hook in leaf._hooks:
+            for hook in leaf._post_hooks or ():
                 hook(leaf)
 
 

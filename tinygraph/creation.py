@@ -1,4 +1,5 @@
-"""Making tensors: `tensor()` from data, and torch's factory functions returning leaves."""
+"""Making tensors: `tensor()` from data, torch's factory functions returning leaves, and
+the `new_*` methods (a constant with another tensor's dtype and device)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 import torch
 
-from .tensor import Tensor, _to_torch
+from .function import public
+from .tensor import Tensor, _to_torch, unwrap
 
 
 def tensor(data: Any, dtype: torch.dtype | None = None, device: Any = None, requires_grad: bool = False) -> Tensor:
@@ -40,6 +42,7 @@ empty = _factory(torch.empty)
 randn = _factory(torch.randn)
 rand = _factory(torch.rand)
 randint = _factory(torch.randint)
+randperm = _factory(torch.randperm)
 arange = _factory(torch.arange)
 linspace = _factory(torch.linspace)
 eye = _factory(torch.eye)
@@ -49,3 +52,17 @@ full_like = _like_factory(torch.full_like)
 empty_like = _like_factory(torch.empty_like)
 randn_like = _like_factory(torch.randn_like)
 rand_like = _like_factory(torch.rand_like)
+
+
+def _new(name: str) -> Callable[..., Tensor]:
+    method = getattr(torch.Tensor, name)
+
+    def new(input: Tensor, *args: Any, requires_grad: bool = False, **kwargs: Any) -> Tensor:
+        return Tensor(method(input.data, *unwrap(args), **kwargs), requires_grad=requires_grad)
+
+    new.__doc__ = f"torch.Tensor.{name}: a new leaf with this tensor's dtype and device (unless given)."
+    return new
+
+
+for _name in ("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor"):
+    public(f"Tensor.{_name}")(_new(_name))

@@ -87,7 +87,9 @@ def parity(config_name: str, device: str, dtype: torch.dtype) -> dict:
 
 # ---- steps -------------------------------------------------------------------------------------
 def tinygraph_step(model, opt, dtype, x, y):
-    with tg.autocast(dtype, enabled=dtype is not None):  # made inside: a compiled step can enter it
+    with tg.autocast(
+        x.device.type, dtype=dtype, enabled=dtype is not None
+    ):  # made inside: a compiled step can enter it
         _, loss = model(tg.Tensor(x), tg.Tensor(y))
     loss.backward()
     opt.step()

@@ -149,7 +149,7 @@ class Trainer:
         return str(out)
 
     def autocast(self) -> tg.autocast:
-        return tg.autocast(torch.bfloat16, enabled=self.run.dtype == "bfloat16")
+        return tg.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.run.dtype == "bfloat16")
 
     def release(self) -> None:
         """Let go of the run directory's lock."""

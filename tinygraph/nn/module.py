@@ -74,7 +74,7 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward().")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        observer = grad_mode.state.observer
+        observer = grad_mode.local.state.observer
         if observer is None:
             return self.forward(*args, **kwargs)
         with observer.inside(self):  # tinygraph.viz notes which module each op ran in

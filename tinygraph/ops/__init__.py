@@ -1,6 +1,7 @@
-"""The op library: one module per family. Importing it registers every op in `OPS`."""
+"""The op library: one module per family. Importing it registers every op in `OPS` and
+installs the public names each provides (Tensor methods, `tinygraph.*`, `F.*`)."""
 
 from ..function import OPS
-from . import elementwise, linalg, nn, reduce, shape
+from . import elementwise, linalg, nn, reduce, shape, values, write
 
-__all__ = ["OPS", "elementwise", "linalg", "nn", "reduce", "shape"]
+__all__ = ["OPS", "elementwise", "linalg", "nn", "reduce", "shape", "values", "write"]

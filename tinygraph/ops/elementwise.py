@@ -8,7 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..function import Function, register
+from ..function import Function, public, register
+from ..tensor import Tensor, unwrap
 
 SQRT1_2 = 1 / math.sqrt(2)
 SQRT_2_PI = math.sqrt(2 / math.pi)
@@ -16,8 +17,19 @@ INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
 
 
-@register
+def zero_where(t, mask):
+    """t with zeros where `mask` holds; `mask` may be a plain bool (a number's comparison)."""
+    if isinstance(mask, bool):
+        return t.new_zeros(t.shape) if mask else t
+    return t.masked_fill(mask, 0)
+
+
+@register("Tensor.add Tensor.add_ Tensor.__add__ Tensor.__radd__ Tensor.__iadd__ tinygraph.add")
 class Add(Function):
+    @staticmethod
+    def call(input, other, *, alpha=1):
+        return Add.apply(input, other if alpha == 1 else other * alpha)
+
     @staticmethod
     def forward(ctx, a, b):
         return a + b
@@ -27,8 +39,12 @@ class Add(Function):
         return g, g
 
 
-@register
+@register("Tensor.sub Tensor.sub_ Tensor.__sub__ Tensor.__rsub__ Tensor.__isub__ tinygraph.sub tinygraph.subtract")
 class Sub(Function):
+    @staticmethod
+    def call(input, other, *, alpha=1):
+        return Sub.apply(input, other if alpha == 1 else other * alpha)
+
     @staticmethod
     def forward(ctx, a, b):
         return a - b
@@ -38,7 +54,7 @@ class Sub(Function):
         return g, -g if ctx.needs_input_grad[1] else None
 
 
-@register
+@register("Tensor.mul Tensor.mul_ Tensor.__mul__ Tensor.__rmul__ Tensor.__imul__ tinygraph.mul tinygraph.multiply")
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -53,7 +69,10 @@ class Mul(Function):
         return (g * b if da else None), (g * a if db else None)
 
 
-@register
+@register(
+    "Tensor.div Tensor.div_ Tensor.__truediv__ Tensor.__rtruediv__ Tensor.__itruediv__ "
+    "tinygraph.div tinygraph.divide Tensor.true_divide tinygraph.true_divide"
+)
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
@@ -67,11 +86,15 @@ class Div(Function):
         return (g / b if da else None), (-g * a / (b * b) if db else None)
 
 
-@register
+@register("Tensor.pow Tensor.pow_ Tensor.__pow__ Tensor.__rpow__ Tensor.__ipow__ tinygraph.pow")
 class Pow(Function):
+    """a ** b, either may be a number. torch's values at the edges: x ** 0 has grad 0 (even
+    at x = 0, where the formula says 0 * inf), and 0 ** y has grad 0 with respect to y where
+    y >= 0. (Only those points are masked, so second derivatives elsewhere stay exact.)"""
+
     @staticmethod
     def forward(ctx, a, b):
-        out = a**b
+        out = torch.pow(a, b)
         ctx.save_for_backward(a, b, out)
         return out
 
@@ -79,12 +102,18 @@ class Pow(Function):
     def backward(ctx, g):
         a, b, out = ctx.saved_tensors
         da, db = ctx.needs_input_grad
-        ga = g * b * a ** (b - 1) if da else None
-        gb = g * out * (a.log() if not isinstance(a, (int, float)) else math.log(a)) if db else None
+        ga = zero_where(g * b * a ** (b - 1), (b == 0) & (a == 0)) if da else None  # 0 * inf there
+        gb = None
+        if db:
+            if isinstance(a, (int, float)):
+                log_a = math.log(a) if a > 0 else -math.inf if a == 0 else math.nan
+                gb = zero_where(g * out * log_a, b >= 0) if a == 0 else g * out * log_a
+            else:
+                gb = zero_where(g * out * a.log(), (a == 0) & (b >= 0))
         return ga, gb
 
 
-@register
+@register("Tensor.neg Tensor.neg_ Tensor.__neg__ Tensor.negative tinygraph.neg tinygraph.negative")
 class Neg(Function):
     @staticmethod
     def forward(ctx, x):
@@ -95,7 +124,7 @@ class Neg(Function):
         return -g
 
 
-@register
+@register("Tensor.exp Tensor.exp_ tinygraph.exp")
 class Exp(Function):
     @staticmethod
     def forward(ctx, x):
@@ -109,7 +138,7 @@ class Exp(Function):
         return g * out
 
 
-@register
+@register("Tensor.log Tensor.log_ tinygraph.log")
 class Log(Function):
     @staticmethod
     def forward(ctx, x):
@@ -122,7 +151,7 @@ class Log(Function):
         return g / x
 
 
-@register
+@register("Tensor.sqrt Tensor.sqrt_ tinygraph.sqrt")
 class Sqrt(Function):
     @staticmethod
     def forward(ctx, x):
@@ -136,7 +165,7 @@ class Sqrt(Function):
         return g * 0.5 / out
 
 
-@register
+@register("Tensor.rsqrt Tensor.rsqrt_ tinygraph.rsqrt")
 class Rsqrt(Function):
     @staticmethod
     def forward(ctx, x):
@@ -150,7 +179,7 @@ class Rsqrt(Function):
         return g * -0.5 * out * out * out
 
 
-@register
+@register("Tensor.abs Tensor.abs_ Tensor.__abs__ tinygraph.abs")
 class Abs(Function):
     @staticmethod
     def forward(ctx, x):
@@ -163,7 +192,20 @@ class Abs(Function):
         return g * x.sign()  # 0 at 0, as torch
 
 
-@register
+@register("Tensor.sign Tensor.sign_ tinygraph.sign")
+class Sign(Function):
+    """-1, 0 or 1; its grad is zero everywhere, as torch defines it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.sign()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.new_zeros(g.shape)
+
+
+@register("Tensor.tanh Tensor.tanh_ tinygraph.tanh F.tanh")
 class Tanh(Function):
     @staticmethod
     def forward(ctx, x):
@@ -177,7 +219,7 @@ class Tanh(Function):
         return g * (1 - out * out)
 
 
-@register
+@register("Tensor.sigmoid Tensor.sigmoid_ tinygraph.sigmoid F.sigmoid")
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, x):
@@ -191,8 +233,12 @@ class Sigmoid(Function):
         return g * out * (1 - out)
 
 
-@register
+@register("Tensor.relu Tensor.relu_ tinygraph.relu F.relu")
 class Relu(Function):
+    @staticmethod
+    def call(input, inplace=False):
+        return input.relu_() if inplace else Relu.apply(input)
+
     @staticmethod
     def forward(ctx, x):
         out = x.relu()
@@ -205,7 +251,7 @@ class Relu(Function):
         return g * (out > 0)
 
 
-@register
+@register("Tensor.erf Tensor.erf_ tinygraph.erf")
 class Erf(Function):
     @staticmethod
     def forward(ctx, x):
@@ -218,13 +264,19 @@ class Erf(Function):
         return g * TWO_OVER_SQRT_PI * (-x * x).exp()
 
 
+@public("Tensor.square Tensor.square_ tinygraph.square")
+def square(input):
+    """input * input."""
+    return input * input
+
+
 def gelu_composite(x, approximate="none"):
     if approximate == "tanh":
         return 0.5 * x * (1 + (SQRT_2_PI * (x + 0.044715 * x * x * x)).tanh())
     return 0.5 * x * (1 + (x * SQRT1_2).erf())
 
 
-@register
+@register("F.gelu")
 class Gelu(Function):
     """x * Phi(x), Phi the standard normal CDF; `approximate='tanh'` uses GPT-2's tanh form.
 
@@ -235,9 +287,13 @@ class Gelu(Function):
     composite = staticmethod(gelu_composite)
 
     @staticmethod
-    def forward(ctx, x, approximate="none"):
+    def call(input, approximate="none"):
         if approximate not in ("none", "tanh"):
-            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}.")
+            raise RuntimeError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}.")
+        return Gelu.apply(input, approximate)
+
+    @staticmethod
+    def forward(ctx, x, approximate="none"):
         ctx.approximate = approximate
         out = F.gelu(x, approximate=approximate)
         # the output costs no memory of its own: the next layer keeps the same tensor
@@ -252,11 +308,11 @@ class Gelu(Function):
             # gelu(x) * (1/x), not gelu(x) / x: at x so near 0 that x/2 underflows (the quotient
             # would be wrong there), 1/x overflows instead, the product is inf or nan, and Phi is 1/2
             phi_cdf = x.reciprocal().mul_(out).nan_to_num_(0.5, 0.5, 0.5)
-            return phi_cdf.add_(x_phi, alpha=INV_SQRT_2PI).mul_(g)
+            return phi_cdf.add_(x_phi, alpha=INV_SQRT_2PI).mul_(g), None
         t = (x * x).mul_(0.044715).add_(1).mul_(x).mul_(SQRT_2_PI).tanh_()  # tanh of the inner term
         dinner = (x * x).mul_(3 * 0.044715 * SQRT_2_PI).add_(SQRT_2_PI)
         slope = (1 - t * t).mul_(dinner).mul_(x).mul_(0.5)
-        return t.add_(1).mul_(0.5).add_(slope).mul_(g)
+        return t.add_(1).mul_(0.5).add_(slope).mul_(g), None
 
 
 def _tie_split(g, a_wins, tie):
@@ -265,25 +321,40 @@ def _tie_split(g, a_wins, tie):
     return g * w, g * (1 - w)
 
 
-@register
+@register("Tensor.maximum tinygraph.maximum")
 class Maximum(Function):
+    """The larger of a and b, elementwise (the smaller with largest=False: minimum)."""
+
     @staticmethod
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, largest=True):
         ctx.save_for_backward(a, b)
-        return a.maximum(b)
+        ctx.largest = largest
+        if not largest:
+            ctx.name = "Minimum"
+        return torch.maximum(a, b) if largest else torch.minimum(a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        return _tie_split(g, a > b, a == b)
+        return (*_tie_split(g, a > b if ctx.largest else a < b, a == b), None)
 
 
-@register
+@public("Tensor.minimum tinygraph.minimum")
+def minimum(input, other):
+    """The smaller of input and other, elementwise (a tie splits the grad in halves)."""
+    return Maximum.apply(input, other, False)
+
+
+@register("Tensor.clamp Tensor.clamp_ Tensor.clip Tensor.clip_ tinygraph.clamp tinygraph.clip")
 class Clamp(Function):
     @staticmethod
-    def forward(ctx, x, min=None, max=None):
+    def call(input, min=None, max=None):
         if min is None and max is None:
-            raise ValueError("clamp: give at least one of min and max.")
+            raise RuntimeError("clamp: give at least one of min and max.")
+        return Clamp.apply(input, min=min, max=max)
+
+    @staticmethod
+    def forward(ctx, x, min=None, max=None):
         ctx.save_for_backward(x)
         ctx.bounds = (min, max)
         return x.clamp(min, max)
@@ -292,12 +363,18 @@ class Clamp(Function):
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         lo, hi = ctx.bounds
-        outside = (x < lo) if hi is None else (x > hi) if lo is None else (x < lo) | (x > hi)
-        return g.masked_fill(outside, 0)  # the bounds themselves pass the grad, as in torch
+        # the grad passes where lo <= x <= hi (bounds included, NaN excluded), as in torch
+        inside = (x >= lo) if hi is None else (x <= hi) if lo is None else (x >= lo) & (x <= hi)
+        return g.masked_fill(~inside, 0)
 
 
-@register
+@register("tinygraph.where")
 class Where(Function):
+    @staticmethod
+    def call(condition, input, other):
+        """`input` where `condition` holds, else `other`; either may be a number."""
+        return Where.apply(unwrap(condition), input, other)
+
     @staticmethod
     def forward(ctx, cond, a, b):
         ctx.save_for_backward(cond)
@@ -309,8 +386,21 @@ class Where(Function):
         return None, g.masked_fill(~cond, 0), g.masked_fill(cond, 0)
 
 
-@register
+@public("Tensor.where")
+def where_method(input, condition, other):
+    """`input` where `condition` holds, else `other` (torch.Tensor.where's order)."""
+    return Where.apply(unwrap(condition), input, other)
+
+
+@register("Tensor.masked_fill Tensor.masked_fill_ tinygraph.masked_fill")
 class MaskedFill(Function):
+    """`value` where `mask` holds; `value` is a number or a 0-dim tensor (whose grad is
+    the sum of the grads at the filled places)."""
+
+    @staticmethod
+    def call(input, mask, value):
+        return MaskedFill.apply(input, unwrap(mask), value)
+
     @staticmethod
     def forward(ctx, x, mask, value):
         ctx.save_for_backward(mask)
@@ -319,7 +409,8 @@ class MaskedFill(Function):
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
-        return g.masked_fill(mask, 0), None, None
+        dx, _, dvalue = ctx.needs_input_grad
+        return (g.masked_fill(mask, 0) if dx else None), None, (g.masked_fill(~mask, 0) if dvalue else None)
 
 
 @register
@@ -337,7 +428,60 @@ class Cast(Function):
         return g.to(device=device, dtype=dtype)
 
 
-@register
+@public("Tensor.to")
+def to(input, *args, **kwargs):
+    """`to(device)`, `to(dtype)`, `to(device, dtype)` or `to(other)`, differentiable for
+    floating-point targets (an integer or bool result carries no grad, as in torch)."""
+    device, dtype = kwargs.get("device"), kwargs.get("dtype")
+    for a in args:
+        if isinstance(a, torch.dtype):
+            dtype = a
+        elif isinstance(a, (Tensor, torch.Tensor)):
+            device, dtype = a.device, a.dtype
+        else:
+            device = a
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else device
+    if (device is None or device == input.device) and (dtype is None or dtype == input.dtype):
+        return input
+    if dtype is not None and not (dtype.is_floating_point or dtype.is_complex):
+        return Tensor._make(input.data.to(device=device, dtype=dtype), None)  # no grad through ints
+    return Cast.apply(input, device=device, dtype=dtype)
+
+
+def _converter(name: str, **target):
+    def convert(input):
+        return to(input, **target)
+
+    convert.__doc__ = f"`x.{name}()`: x.to({', '.join(f'{k}={v}' for k, v in target.items())})."
+    return convert
+
+
+for _name, _target in {
+    "float": {"dtype": torch.float32},
+    "double": {"dtype": torch.float64},
+    "half": {"dtype": torch.float16},
+    "bfloat16": {"dtype": torch.bfloat16},
+    "long": {"dtype": torch.int64},
+    "int": {"dtype": torch.int32},
+    "bool": {"dtype": torch.bool},
+    "cpu": {"device": "cpu"},
+}.items():
+    public(f"Tensor.{_name}")(_converter(_name, **_target))
+
+
+@public("Tensor.cuda")
+def cuda(input, device=None):
+    return to(input, device if device is not None else "cuda")
+
+
+@public("Tensor.type_as")
+def type_as(input, other):
+    return to(input, other.dtype)
+
+
+@register("Tensor.clone tinygraph.clone")
 class Clone(Function):
     @staticmethod
     def forward(ctx, x, contiguous_only=False):
@@ -346,3 +490,16 @@ class Clone(Function):
     @staticmethod
     def backward(ctx, g):
         return g
+
+
+@public("Tensor.contiguous")
+def contiguous(input):
+    """input itself when its memory is contiguous, else a contiguous copy."""
+    return input if input.data.is_contiguous() else Clone.apply(input, contiguous_only=True)
+
+
+@public("F.silu")
+def silu(input, inplace=False):
+    """x * sigmoid(x), the gate of SwiGLU."""
+    out = input * input.sigmoid()
+    return input.copy_(out) if inplace else out

@@ -14,14 +14,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..function import Function, register
+from ..function import Function, public, register
+from ..tensor import Tensor, unwrap
 
 
-@register
+@register("F.linear")
 class Linear(Function):
     """y = x @ weight.T + bias, with x of shape (..., in) and weight (out, in)."""
 
     autocast = "low"
+
+    @staticmethod
+    def call(input, weight, bias=None):
+        return Linear.apply(input, weight, bias)
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
@@ -40,26 +45,50 @@ class Linear(Function):
         return gx, gw, gb
 
 
-@register
+@register("F.embedding")
 class Embedding(Function):
-    """Rows of `weight` picked by integer `ids`; a row picked twice gets both grads."""
+    """Rows of `weight` picked by integer `ids`; a row picked twice gets both grads, and the
+    row `padding_idx` (if given) gets none."""
 
     @staticmethod
-    def forward(ctx, ids, weight):
-        ctx.weight_shape = weight.shape
+    def call(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False, sparse=False):
+        if max_norm is not None or scale_grad_by_freq or sparse:
+            raise TypeError(
+                "tinygraph's embedding supports padding_idx only (not max_norm, scale_grad_by_freq or sparse); "
+                "drop the others."
+            )
+        if padding_idx is not None and padding_idx < 0:
+            padding_idx += weight.shape[0]
+        return Embedding.apply(unwrap(input), weight, padding_idx)
+
+    @staticmethod
+    def forward(ctx, ids, weight, padding_idx=None):
+        ctx.weight_shape, ctx.padding_idx = weight.shape, padding_idx
         ctx.save_for_backward(ids)
         return F.embedding(ids, weight)
 
     @staticmethod
     def backward(ctx, g):
         (ids,) = ctx.saved_tensors
+        if ctx.padding_idx is not None:
+            g = g.masked_fill((ids == ctx.padding_idx).unsqueeze(-1), 0)
         rows = g.reshape(-1, g.shape[-1])
-        return None, g.new_zeros(ctx.weight_shape).index_add(0, ids.reshape(-1), rows)
+        return None, g.new_zeros(ctx.weight_shape).index_add(0, ids.reshape(-1), rows), None
 
 
-@register
+def _softmax_dim(input, dim):
+    if dim is None:  # torch's legacy choice for an implicit dim
+        dim = 0 if input.ndim in (0, 1, 3) else 1
+    return dim
+
+
+@register("Tensor.softmax tinygraph.softmax F.softmax")
 class Softmax(Function):
     autocast = "float32"
+
+    @staticmethod
+    def call(input, dim=None, dtype=None):
+        return Softmax.apply(input if dtype is None else input.to(dtype), _softmax_dim(input, dim))
 
     @staticmethod
     def forward(ctx, x, dim):
@@ -74,9 +103,13 @@ class Softmax(Function):
         return out * (g - (g * out).sum(ctx.dim, keepdim=True))
 
 
-@register
+@register("Tensor.log_softmax tinygraph.log_softmax F.log_softmax")
 class LogSoftmax(Function):
     autocast = "float32"
+
+    @staticmethod
+    def call(input, dim=None, dtype=None):
+        return LogSoftmax.apply(input if dtype is None else input.to(dtype), _softmax_dim(input, dim))
 
     @staticmethod
     def forward(ctx, x, dim):
@@ -91,9 +124,19 @@ class LogSoftmax(Function):
         return g - out.exp() * g.sum(ctx.dim, keepdim=True)
 
 
-@register
+@register("F.dropout")
 class Dropout(Function):
     """Zero each element with probability p, scale the rest by 1/(1-p); the mask is kept."""
+
+    @staticmethod
+    def call(input, p=0.5, training=True, inplace=False):
+        """Zero each element with probability p and scale the rest by 1/(1-p), when training."""
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        if not training or p == 0:
+            return input
+        out = input * 0 if p == 1 else Dropout.apply(input, p)
+        return input.copy_(out) if inplace else out
 
     @staticmethod
     def forward(ctx, x, p):
@@ -116,13 +159,19 @@ def layer_norm_composite(x, weight=None, bias=None, *, normalized_shape, eps=1e-
     return y + bias if bias is not None else y
 
 
-@register
+@register("F.layer_norm")
 class LayerNorm(Function):
     """Normalize over the trailing `normalized_shape` dims (biased variance), then scale and shift."""
 
     autocast = "float32"
 
     composite = staticmethod(layer_norm_composite)
+
+    @staticmethod
+    def call(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+        """Normalize over the trailing dims to mean 0 and (biased) variance 1, then scale and shift."""
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        return LayerNorm.apply(input, weight, bias, normalized_shape=shape, eps=eps)
 
     @staticmethod
     def forward(ctx, x, weight=None, bias=None, *, normalized_shape, eps=1e-5):
@@ -151,21 +200,33 @@ def _sum_over(t, dims):
     return t.sum(dims) if dims else t  # torch reads an empty dim tuple as "every dim"
 
 
-def cross_entropy_composite(logits, target, *, ignore_index=-100, reduction="mean"):
+def cross_entropy_composite(logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Per row: (1 - e) * w[t] * -log p[t] + e / C * sum_c w[c] * -log p[c]; 'mean' divides
+    by the sum of w[t] over the rows not ignored (their count, without weights)."""
     valid = target != ignore_index
-    picked = logits.log_softmax(1).gather(1, target.masked_fill(~valid, 0).unsqueeze(1)).squeeze(1)
-    losses = -picked.masked_fill(~valid, 0)
+    safe = target.masked_fill(~valid, 0)
+    logp = logits.log_softmax(1)
+    w_t = weight[safe] if weight is not None else None
+    nll = -logp.gather(1, safe.unsqueeze(1)).squeeze(1)
+    losses = nll * w_t if weight is not None else nll
+    if label_smoothing:
+        smooth = -(logp * weight).sum(1) if weight is not None else -logp.sum(1)
+        losses = (1 - label_smoothing) * losses + (label_smoothing / logits.shape[1]) * smooth
+    losses = losses.masked_fill(~valid, 0)
     if reduction == "mean":
-        return losses.sum() / valid.sum()
+        total = (w_t.masked_fill(~valid, 0)).sum() if weight is not None else valid.sum()
+        return losses.sum() / total
     return losses.sum() if reduction == "sum" else losses
 
 
 @register
 class CrossEntropy(Function):
-    """Cross-entropy of (N, C) logits against N class indices, from the logits in one pass.
+    """Cross-entropy of (N, C) logits against N class indices, from the logits in one pass,
+    with torch's class `weight` and `label_smoothing`.
 
-    Its grad is softmax(logits) - onehot(target), scaled; no log-softmax is kept.
-    Targets equal to `ignore_index` add nothing, and `mean` averages over the others.
+    Its grad, row by row, is p * ((1 - e) w[t] + e/C * sum(w)) - (1 - e) w[t] onehot(t) - e/C * w
+    (p = softmax(logits)), scaled by the reduction; no log-softmax is kept. Targets equal to
+    `ignore_index` add nothing.
     """
 
     autocast = "float32"
@@ -173,26 +234,125 @@ class CrossEntropy(Function):
     composite = staticmethod(cross_entropy_composite)
 
     @staticmethod
-    def forward(ctx, logits, target, *, ignore_index=-100, reduction="mean"):
+    def forward(ctx, logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         valid = target != ignore_index
         target = target.masked_fill(~valid, 0)
         lse = logits.logsumexp(1)
-        losses = (lse - logits.gather(1, target.unsqueeze(1)).squeeze(1)).masked_fill_(~valid, 0)
-        ctx.reduction = reduction
+        w_t = weight[target] if weight is not None else None
+        losses = lse - logits.gather(1, target.unsqueeze(1)).squeeze(1)
+        if w_t is not None:
+            losses = losses * w_t
+        if label_smoothing:
+            smooth = (
+                lse * weight.sum() - logits @ weight if weight is not None else lse * logits.shape[1] - logits.sum(1)
+            )
+            losses = (1 - label_smoothing) * losses + (label_smoothing / logits.shape[1]) * smooth
+        losses.masked_fill_(~valid, 0)
+        ctx.reduction, ctx.smoothing = reduction, label_smoothing
+        total = None
         if reduction == "mean":
-            count = valid.sum()
-            ctx.save_for_backward(logits, target, valid, lse, count)
-            return losses.sum() / count
-        ctx.save_for_backward(logits, target, valid, lse, None)
+            total = w_t.masked_fill(~valid, 0).sum() if w_t is not None else valid.sum()
+        ctx.save_for_backward(logits, target, valid, lse, weight, total)
+        if reduction == "mean":
+            return losses.sum() / total
         return losses.sum() if reduction == "sum" else losses
 
     @staticmethod
     def backward(ctx, g):
-        logits, target, valid, lse, count = ctx.saved_tensors
-        grad = (logits - lse.unsqueeze(1)).exp_()
-        grad.scatter_add_(1, target.unsqueeze(1), grad.new_full((len(target), 1), -1.0))
-        scale = valid.unsqueeze(1) * (g.unsqueeze(1) if ctx.reduction == "none" else g)
-        return grad.mul_(scale / count if count is not None else scale), None
+        logits, target, valid, lse, weight, total = ctx.saved_tensors
+        e, classes = ctx.smoothing, logits.shape[1]
+        w_t = weight[target].unsqueeze(1) if weight is not None else 1.0
+        grad = (logits - lse.unsqueeze(1)).exp_()  # softmax
+        if e:
+            w_sum = weight.sum() if weight is not None else classes
+            grad.mul_((1 - e) * w_t + e / classes * w_sum)
+            grad.sub_(e / classes * (weight if weight is not None else 1.0))
+        elif weight is not None:
+            grad.mul_(w_t)
+        picked = torch.full_like(grad[:, :1], -(1 - e)) * w_t  # the target's own term
+        grad.scatter_add_(1, target.unsqueeze(1), picked)
+        scale = g.unsqueeze(1) if ctx.reduction == "none" else g
+        if total is not None:
+            scale = scale / total
+        # masked, not multiplied: with every target ignored, 'mean' divides by 0 and the grad is 0
+        return grad.mul_(scale).masked_fill_(~valid.unsqueeze(1), 0), None, None
+
+
+def _rows(input, target):
+    """(N, C, d1, ...) logits and (N, d1, ...) targets as rows: (N * d1 * ..., C) and (N * d1 * ...)."""
+    rows = input.permute(0, *range(2, input.ndim), 1).reshape(-1, input.shape[1])
+    return rows, target.reshape(-1)
+
+
+def _check_reduction(reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
+@public("F.cross_entropy")
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Cross-entropy of logits (C), (N, C) or (N, C, d1, ...) against class indices (N, d1, ...)
+    or class probabilities (input's shape), with torch's arguments in torch's order."""
+    _check_reduction(reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    target, weight = unwrap(target), unwrap(weight)
+    if target.is_floating_point():
+        return _cross_entropy_probabilities(input, target, weight, reduction, label_smoothing)
+    if input.ndim == 1:  # one unbatched example
+        out = cross_entropy(input.unsqueeze(0), target.reshape(1), weight, ignore_index, reduction, label_smoothing)
+        return out.reshape(()) if reduction == "none" else out
+    if input.ndim > 2:  # classes on dim 1: move them last and flatten the rest into rows
+        rows, flat = _rows(input, target)
+        out = cross_entropy(rows, flat, weight, ignore_index, reduction, label_smoothing)
+        return out.reshape(target.shape) if reduction == "none" else out
+    return CrossEntropy.apply(
+        input, target, weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
+    )
+
+
+def _cross_entropy_probabilities(input, target, weight, reduction, label_smoothing):
+    classes = input.shape[1] if input.ndim > 1 else input.shape[0]
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + label_smoothing / classes
+    dim = 1 if input.ndim > 1 else 0
+    if weight is not None:
+        target = target * weight.reshape(classes, *([1] * (input.ndim - 2))) if input.ndim > 1 else target * weight
+    losses = -(input.log_softmax(dim) * target).sum(dim)
+    if reduction == "mean":
+        return losses.sum() / (input.numel() / classes)
+    return losses.sum() if reduction == "sum" else losses
+
+
+@public("F.nll_loss")
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of log-probabilities (N, C) or (N, C, d1, ...) at the target
+    classes, weighted by class `weight`; 'mean' divides by the weights of the targets counted."""
+    _check_reduction(reduction)
+    target, weight = unwrap(target), unwrap(weight)
+    if input.ndim > 2:
+        rows, flat = _rows(input, target)
+        out = nll_loss(rows, flat, weight, ignore_index, reduction)
+        return out.reshape(target.shape) if reduction == "none" else out
+    if input.ndim == 1:
+        out = nll_loss(input.unsqueeze(0), target.reshape(1), weight, ignore_index, reduction)
+        return out.reshape(()) if reduction == "none" else out
+    valid = target != ignore_index
+    safe = target.masked_fill(~valid, 0)
+    picked = -input.gather(1, safe.unsqueeze(1)).squeeze(1)
+    w_t = weight[safe].masked_fill(~valid, 0) if weight is not None else valid.to(input.dtype)
+    losses = picked * w_t
+    if reduction == "none":
+        return losses
+    return losses.sum() / w_t.sum() if reduction == "mean" else losses.sum()
+
+
+@public("F.mse_loss")
+def mse_loss(input, target, reduction="mean"):
+    """Squared error, averaged ('mean'), summed ('sum') or per element ('none')."""
+    _check_reduction(reduction)
+    err = (input - target).square()
+    return err.mean() if reduction == "mean" else err.sum() if reduction == "sum" else err
 
 
 def _attention_weights(q, k, attn_mask, is_causal, scale):
@@ -229,7 +389,8 @@ def attention_composite(q, k, v, attn_mask=None, *, dropout_p=0.0, is_causal=Fal
 @register
 class ScaledDotProductAttention(Function):
     """softmax(q k^T * scale + mask) v. Only q, k, v and the output are kept for backward
-    (and the dropout mask, if any): the (L, S) attention weights are recomputed there.
+    (and the dropout mask, if any): the (L, S) attention weights are recomputed there. A
+    float mask (a learned attention bias) gets the grad of the scores it is added to.
 
     Without dropout the forward is torch's fused attention kernel (a forward: no autograd
     involved); with dropout it computes the weights itself, to know the mask it drew.
@@ -265,8 +426,25 @@ class ScaledDotProductAttention(Function):
             p_used = p
         gv = p_used.mT @ g
         # softmax backward; the row sum of gp * p equals the row sum of g * out
-        gs = p.mul_(gp.sub_((g * out).sum(-1, keepdim=True))).mul_(ctx.scale)
-        return gs @ k, gs.mT @ q, gv, None
+        gs = p.mul_(gp.sub_((g * out).sum(-1, keepdim=True)))
+        g_mask = gs.clone() if ctx.needs_input_grad[3] else None  # the mask is added after scaling
+        gs.mul_(ctx.scale)
+        return gs @ k, gs.mT @ q, gv, g_mask
+
+
+@public("F.scaled_dot_product_attention")
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """softmax(query @ key^T * scale + mask) @ value over (..., L, E) x (..., S, E) x (..., S, Ev).
+
+    `attn_mask` is boolean (True: may attend) or added to the scores (a float mask that
+    requires grad gets one); `is_causal` lets position i see positions up to i. The (L, S)
+    weights are not kept for backward.
+    """
+    if attn_mask is not None and not isinstance(attn_mask, Tensor):
+        attn_mask = Tensor._make(attn_mask, None)
+    return ScaledDotProductAttention.apply(
+        query, key, value, attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
+    )
 
 
 def lstm_cell_composite(gates_x, h, c, weight_hh):
@@ -275,7 +453,7 @@ def lstm_cell_composite(gates_x, h, c, weight_hh):
     return o.sigmoid() * c.tanh(), c
 
 
-@register
+@register("F.lstm_cell")
 class LSTMCell(Function):
     """One LSTM step, torch's gate order (input, forget, cell, output), as one node with two
     outputs, (h, c). `gates_x` (B, 4H) is the input's share of the gates, computed for all

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..function import Function, register
+from ..function import Function, public, register
+from ..indexing import is_advanced, normalize_index
+from ..tensor import unwrap
+from .reduce import normalize_dims
 
 
-@register
+def sizes(args: tuple) -> tuple[int, ...]:
+    """Accept both f(2, 3) and f((2, 3)), as torch does."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)):
+        return tuple(args[0])
+    return tuple(args)
+
+
+@register("Tensor.reshape tinygraph.reshape")
 class Reshape(Function):
     """`reshape`, and `view` with `view=True` (which refuses a copy, as torch's does)."""
+
+    view = True
+
+    @staticmethod
+    def call(input, *shape):
+        shape = sizes(shape)
+        return input if shape == tuple(input.shape) else Reshape.apply(input, shape)
 
     @staticmethod
     def forward(ctx, x, shape, view=False):
@@ -21,8 +40,51 @@ class Reshape(Function):
         return g.reshape(ctx.shape)
 
 
-@register
+@public("Tensor.view")
+def view(input, *shape):
+    """The same memory in another shape; an error where that needs a copy (use reshape)."""
+    return Reshape.apply(input, sizes(shape), view=True)
+
+
+@public("Tensor.view_as")
+def view_as(input, other):
+    return view(input, other.shape)
+
+
+@public("Tensor.flatten tinygraph.flatten")
+def flatten(input, start_dim=0, end_dim=-1):
+    if input.ndim == 0:
+        return input.reshape(1)
+    start, end = start_dim % input.ndim, end_dim % input.ndim
+    return input.reshape(*input.shape[:start], -1, *input.shape[end + 1 :])
+
+
+@public("Tensor.unflatten tinygraph.unflatten")
+def unflatten(input, dim, sizes):
+    dim %= input.ndim
+    return input.reshape(*input.shape[:dim], *sizes, *input.shape[dim + 1 :])
+
+
+@public("Tensor.unsqueeze tinygraph.unsqueeze")
+def unsqueeze(input, dim):
+    dim = normalize_dims(dim, input.ndim + 1)[0]
+    return input.reshape(*input.shape[:dim], 1, *input.shape[dim:])
+
+
+@public("Tensor.squeeze tinygraph.squeeze")
+def squeeze(input, dim=None):
+    dims = normalize_dims(dim, input.ndim)
+    return input.reshape([s for i, s in enumerate(input.shape) if not (i in dims and s == 1)])
+
+
+@register("Tensor.permute tinygraph.permute")
 class Permute(Function):
+    view = True
+
+    @staticmethod
+    def call(input, *dims):
+        return Permute.apply(input, sizes(dims))
+
     @staticmethod
     def forward(ctx, x, dims):
         ctx.inverse = [0] * len(dims)
@@ -35,8 +97,50 @@ class Permute(Function):
         return g.permute(ctx.inverse)
 
 
-@register
+@public("Tensor.transpose Tensor.swapaxes Tensor.swapdims tinygraph.transpose tinygraph.swapaxes tinygraph.swapdims")
+def transpose(input, dim0, dim1):
+    dims = list(range(input.ndim))
+    if input.ndim:
+        (dim0,), (dim1,) = normalize_dims(dim0, input.ndim), normalize_dims(dim1, input.ndim)
+        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+    return Permute.apply(input, dims)
+
+
+@public("Tensor.t tinygraph.t")
+def t(input):
+    """The transpose of a matrix (vectors and scalars as they are)."""
+    if input.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input.ndim}D")
+    return transpose(input, 0, 1) if input.ndim == 2 else input
+
+
+@public("Tensor.movedim Tensor.moveaxis tinygraph.movedim tinygraph.moveaxis")
+def movedim(input, source, destination):
+    """Move the dims at `source` to the positions `destination` (ints or sequences)."""
+    src = [source] if isinstance(source, int) else list(source)
+    dst = [destination] if isinstance(destination, int) else list(destination)
+    if len(src) != len(dst):
+        raise RuntimeError(
+            f"movedim: Invalid source or destination dims: source ({src} dims) should contain the same number of "
+            f"dims as destination ({dst} dims)"
+        )
+    src, dst = [normalize_dims(d, input.ndim)[0] for d in src], [normalize_dims(d, input.ndim)[0] for d in dst]
+    rest = iter(d for d in range(input.ndim) if d not in src)
+    where = dict(zip(dst, src))
+    return Permute.apply(input, [where[i] if i in where else next(rest) for i in range(input.ndim)])
+
+
+@register("Tensor.expand")
 class Expand(Function):
+    view = True
+
+    @staticmethod
+    def call(input, *size):
+        size = sizes(size)
+        lead = len(size) - input.ndim  # -1 keeps the size of the dim it stands for
+        shape = tuple(input.shape[i - lead] if s == -1 else s for i, s in enumerate(size))
+        return input if shape == tuple(input.shape) else Expand.apply(input, shape)
+
     @staticmethod
     def forward(ctx, x, shape):
         return x.expand(shape)
@@ -46,15 +150,25 @@ class Expand(Function):
         return g  # the engine sums it back to the input's shape
 
 
-def is_advanced(index) -> bool:
-    """Does this index gather (tensors, lists, bool masks), rather than slice?"""
-    parts = index if isinstance(index, tuple) else (index,)
-    return any(isinstance(p, (torch.Tensor, list)) for p in parts)
+@public("Tensor.expand_as")
+def expand_as(input, other):
+    return input.expand(other.shape)
 
 
-@register
+@public("Tensor.broadcast_to tinygraph.broadcast_to")
+def broadcast_to(input, shape):
+    return input.expand(shape)
+
+
+@register("Tensor.__getitem__")
 class GetItem(Function):
-    """`x[index]`: basic (ints, slices, None, ...) and advanced (tensors, lists, masks)."""
+    """`x[index]`: basic (ints, slices, None, ...) and advanced (tensors, lists, arrays, masks)."""
+
+    view = True  # basic indexing gives a view of x's memory
+
+    @staticmethod
+    def call(input, index):
+        return GetItem.apply(input, normalize_index(index, input.device))
 
     @staticmethod
     def forward(ctx, x, index):
@@ -87,8 +201,20 @@ class GetItemBackward(Function):
         return g[ctx.index], None, None
 
 
-@register
+@public("Tensor.narrow tinygraph.narrow")
+def narrow(input, dim, start, length):
+    (dim,) = normalize_dims(dim, input.ndim)
+    start = int(start) % input.shape[dim] if start < 0 else int(start)
+    return input[(slice(None),) * dim + (slice(start, start + length),)]
+
+
+@register("tinygraph.cat tinygraph.concat tinygraph.concatenate")
 class Cat(Function):
+    @staticmethod
+    def call(tensors, dim=0):
+        """Join tensors along an existing dim."""
+        return Cat.apply(*tensors, dim=dim)
+
     @staticmethod
     def forward(ctx, *tensors, dim=0):
         ctx.dim, ctx.sizes = dim, [t.shape[dim] for t in tensors]
@@ -99,8 +225,13 @@ class Cat(Function):
         return tuple(g.split(ctx.sizes, ctx.dim))
 
 
-@register
+@register("tinygraph.stack")
 class Stack(Function):
+    @staticmethod
+    def call(tensors, dim=0):
+        """Join tensors along a new dim."""
+        return Stack.apply(*tensors, dim=dim)
+
     @staticmethod
     def forward(ctx, *tensors, dim=0):
         ctx.dim = dim
@@ -111,31 +242,54 @@ class Stack(Function):
         return tuple(g.unbind(ctx.dim))
 
 
-@register
+@register("Tensor.split tinygraph.split")
 class Split(Function):
     """Pieces of `sizes` along `dim`, as one node: its backward joins their grads (no zero
     padding per piece), so splitting a sequence into T steps costs O(T), not O(T^2)."""
 
     multi_output = True
+    view = True
 
     @staticmethod
-    def forward(ctx, x, sizes, dim):
+    def call(tensor, split_size_or_sections, dim=0):
+        """Pieces of the given size (the last may be smaller), or of the listed sizes."""
+        n = tensor.shape[dim]
+        if isinstance(split_size_or_sections, int):
+            step = split_size_or_sections
+            pieces = [min(step, n - i) for i in range(0, n, step)] if n else [0]
+        else:
+            pieces = list(split_size_or_sections)
+            if sum(pieces) != n:
+                raise RuntimeError(
+                    f"split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's size at "
+                    f"dimension {dim}), but got split_sizes={pieces}"
+                )
+        return Split.apply(tensor, pieces, dim)
+
+    @staticmethod
+    def forward(ctx, x, pieces, dim):
         ctx.dim = dim
-        return tuple(x.split(sizes, dim))
+        return tuple(x.split(pieces, dim))
 
     @staticmethod
     def backward(ctx, *grads):
         return Cat.apply(*grads, dim=ctx.dim)
 
 
-@register
+@public("Tensor.chunk tinygraph.chunk")
+def chunk(input, chunks, dim=0):
+    return Split.call(input, math.ceil(input.shape[dim] / chunks) or 1, dim)
+
+
+@register("Tensor.unbind tinygraph.unbind")
 class Unbind(Function):
     """The slices along `dim`, that dim removed, as one node (the inverse of stack)."""
 
     multi_output = True
+    view = True
 
     @staticmethod
-    def forward(ctx, x, dim):
+    def forward(ctx, x, dim=0):
         ctx.dim = dim
         return tuple(x.unbind(dim))
 
@@ -144,8 +298,12 @@ class Unbind(Function):
         return Stack.apply(*grads, dim=ctx.dim)
 
 
-@register
+@register("Tensor.gather tinygraph.gather")
 class Gather(Function):
+    @staticmethod
+    def call(input, dim, index):
+        return Gather.apply(input, dim, unwrap(index))
+
     @staticmethod
     def forward(ctx, x, dim, index):
         ctx.shape, ctx.dim = x.shape, dim
@@ -158,8 +316,12 @@ class Gather(Function):
         return g.new_zeros(ctx.shape).scatter_add(ctx.dim, index, g), None, None
 
 
-@register
+@register("Tensor.scatter_add Tensor.scatter_add_ tinygraph.scatter_add")
 class ScatterAdd(Function):
+    @staticmethod
+    def call(input, dim, index, src):
+        return ScatterAdd.apply(input, dim, unwrap(index), src)
+
     @staticmethod
     def forward(ctx, x, dim, index, src):
         ctx.dim = dim
@@ -172,8 +334,12 @@ class ScatterAdd(Function):
         return g, None, None, g.gather(ctx.dim, index)
 
 
-@register
+@register("Tensor.index_select tinygraph.index_select")
 class IndexSelect(Function):
+    @staticmethod
+    def call(input, dim, index):
+        return IndexSelect.apply(input, dim, unwrap(index))
+
     @staticmethod
     def forward(ctx, x, dim, index):
         ctx.shape, ctx.dim = x.shape, dim
@@ -186,8 +352,12 @@ class IndexSelect(Function):
         return g.new_zeros(ctx.shape).index_add(ctx.dim, index, g), None, None
 
 
-@register
+@register("Tensor.index_add Tensor.index_add_ tinygraph.index_add")
 class IndexAdd(Function):
+    @staticmethod
+    def call(input, dim, index, source, *, alpha=1):
+        return IndexAdd.apply(input, dim, unwrap(index), source if alpha == 1 else source * alpha)
+
     @staticmethod
     def forward(ctx, x, dim, index, source):
         ctx.dim = dim
@@ -198,3 +368,29 @@ class IndexAdd(Function):
     def backward(ctx, g):
         (index,) = ctx.saved_tensors
         return g, None, None, g.index_select(ctx.dim, index)
+
+
+@register("Tensor.tril Tensor.tril_ tinygraph.tril")
+class Tril(Function):
+    """The lower triangle (with upper=True: the upper one, `triu`), the rest zeroed; the
+    grad is masked the same way."""
+
+    @staticmethod
+    def call(input, diagonal=0):
+        return Tril.apply(input, diagonal)
+
+    @staticmethod
+    def forward(ctx, x, diagonal=0, upper=False):
+        ctx.diagonal, ctx.upper = diagonal, upper
+        if upper:
+            ctx.name = "Triu"
+        return x.triu(diagonal) if upper else x.tril(diagonal)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.triu(ctx.diagonal) if ctx.upper else g.tril(ctx.diagonal)
+
+
+@public("Tensor.triu Tensor.triu_ tinygraph.triu")
+def triu(input, diagonal=0):
+    return Tril.apply(input, diagonal, True)

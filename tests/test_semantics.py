@@ -1,0 +1,429 @@
+"""PyTorch's semantics in the compositions where each op alone is right but the engine can
+still go wrong: one named regression test per class of bug (all found by trying them)."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import tinygraph as tg
+import tinygraph.nn.functional as F
+
+
+def pair(values, requires_grad=True):
+    """The same float64 data as a tinygraph leaf and a torch leaf."""
+    data = torch.as_tensor(values, dtype=torch.float64)
+    return tg.tensor(data, requires_grad=requires_grad), data.clone().requires_grad_(requires_grad)
+
+
+def same(ours, theirs):
+    theirs = theirs.detach() if isinstance(theirs, torch.Tensor) else torch.as_tensor(theirs)
+    torch.testing.assert_close(ours.data if isinstance(ours, tg.Tensor) else ours, theirs, equal_nan=True)
+
+
+# ---- aliasing ---------------------------------------------------------------------------------
+
+
+def shares_memory(a, b):
+    return a.data.untyped_storage().data_ptr() == b.data.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        lambda a, b: a.clone() + b.clone(),  # Add hands one grad to two Clones, which pass it on
+        lambda a, b: a - b.clone(),
+        lambda a, b: a.expand(2, 2).sum(0) + b.expand(2, 2).sum(0),
+        lambda a, b: (a + b).clone(),
+    ],
+)
+def test_no_two_leaf_grads_share_memory(program):
+    a, b = tg.tensor([1.0, 2.0], requires_grad=True), tg.tensor([3.0, 4.0], requires_grad=True)
+    program(a, b).sum().backward()
+    assert not shares_memory(a.grad, b.grad)
+    before = b.grad.tolist()
+    a.grad.data.add_(1)  # a later accumulation into one must not change the other
+    assert b.grad.tolist() == before
+
+
+def test_a_leaf_grad_never_shares_memory_with_the_given_gradient():
+    x = tg.tensor([1.0, 2.0], requires_grad=True)
+    g = torch.tensor([1.0, 1.0])
+    x.clone().backward(g)
+    x.grad.data.add_(1)
+    assert g.tolist() == [1.0, 1.0]
+    y = tg.tensor([1.0, 2.0], requires_grad=True)
+    y.backward(g)  # a leaf as its own root
+    assert not shares_memory(y.grad, tg.Tensor(g))
+
+
+def test_aliasing_under_create_graph_too():
+    a, b = tg.tensor([1.0, 2.0], requires_grad=True), tg.tensor([3.0, 4.0], requires_grad=True)
+    (a.clone() + b.clone()).sum().backward(create_graph=True)
+    assert a.grad is not b.grad and not shares_memory(a.grad, b.grad)
+
+
+# ---- several roots ----------------------------------------------------------------------------
+
+
+def test_a_root_computed_from_another_root():
+    (x, xt) = pair([1.0, 2.0])
+    y, yt = x * 3, xt * 3
+    y2, y2t = (y * y).sum(), (yt * yt).sum()
+    tg.backward([y2, y.sum()])
+    torch.autograd.backward([y2t, yt.sum()])
+    same(x.grad, xt.grad)
+    (x2, x2t) = pair([1.0, 2.0])
+    y, yt = x2 * 3, x2t * 3
+    (g,) = tg.grad([(y * y).sum(), y.sum()], x2)
+    (gt,) = torch.autograd.grad([(yt * yt).sum(), yt.sum()], x2t)
+    same(g, gt)
+
+
+def test_create_graph_through_a_multi_output_fused_op_uses_both_outputs():
+    args = [tg.randn(2, 8, dtype=tg.float64, requires_grad=True) for _ in range(1)]
+    h0, c0 = tg.randn(2, 2, dtype=tg.float64, requires_grad=True), tg.randn(2, 2, dtype=tg.float64, requires_grad=True)
+    w = tg.randn(8, 2, dtype=tg.float64, requires_grad=True)
+    h, c = F.lstm_cell(args[0], h0, c0, w)
+    grads = tg.grad((h * c).sum(), [h0, c0, w], create_graph=True)
+    theirs = [t.data.clone().requires_grad_() for t in (args[0], h0, c0, w)]
+    from tinygraph.ops.nn import lstm_cell_composite
+
+    ht, ct = lstm_cell_composite(*theirs)
+    grads_t = torch.autograd.grad((ht * ct).sum(), theirs[1:], create_graph=True)
+    for a, b in zip(grads, grads_t):
+        same(a, b)
+
+
+# ---- create_graph and detach ----------------------------------------------------------------------
+
+
+def test_a_detached_alias_stays_a_constant_under_create_graph():
+    x, xt = pair([0.5, -1.5, 2.0])
+    (g,) = tg.grad((x * x.detach()).sum(), x, create_graph=True)
+    (gt,) = torch.autograd.grad((xt * xt.detach()).sum(), xt, create_graph=True)
+    same(g, gt)
+    assert not g.requires_grad and not gt.requires_grad  # g = x.detach(): no second derivative
+    (g,) = tg.grad((x * x.detach() + x * x).sum(), x, create_graph=True)
+    (gg,) = tg.grad(g.sum(), x)
+    (gt,) = torch.autograd.grad((xt * xt.detach() + xt * xt).sum(), xt, create_graph=True)
+    (ggt,) = torch.autograd.grad(gt.sum(), xt)
+    same(gg, ggt)
+
+
+def test_detach_shares_memory_and_version_but_not_the_graph():
+    x = tg.tensor([1.0, 2.0], requires_grad=True) * 1
+    d = x.detach()
+    assert d.is_leaf and not d.requires_grad and shares_memory(x, d) and d.data is not x.data
+
+
+# ---- indexing ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "index", [np.array([0, 2, 0, 0]), [0, 2, 0, 0], torch.tensor([0, 2, 0, 0]), (np.array([1, 1]), slice(None))]
+)
+def test_repeated_indices_accumulate_whatever_they_are_written_with(index):
+    x, xt = pair(np.arange(12.0).reshape(3, 4))
+    ti = (
+        tuple(torch.as_tensor(p) if isinstance(p, np.ndarray) else p for p in index)
+        if isinstance(index, tuple)
+        else index
+    )
+    tt = torch.as_tensor(ti) if isinstance(ti, (list, np.ndarray)) else ti
+    x[tg.Tensor(index) if isinstance(index, torch.Tensor) else index].sum().backward()
+    xt[tt].sum().backward()
+    same(x.grad, xt.grad)
+
+
+def test_numpy_integer_scalars_index_like_ints():
+    x, xt = pair([1.0, 2.0, 3.0])
+    same(x[np.int64(1)], xt[1])
+
+
+# ---- writing grad-requiring values into tensors ---------------------------------------------------
+
+
+def test_writing_a_grad_requiring_value_into_a_buffer_is_tracked():
+    y, yt = pair([1.0, 2.0])
+    buf, buft = tg.zeros(3, dtype=tg.float64), torch.zeros(3, dtype=torch.float64)
+    buf[1:] = y * 2
+    buft[1:] = yt * 2
+    assert buf.requires_grad and not buf.is_leaf
+    (buf * buf).sum().backward()
+    (buft * buft).sum().backward()
+    same(y.grad, yt.grad)
+
+
+@pytest.mark.parametrize("method", ["copy_", "add_", "mul_", "sub_"])
+def test_in_place_methods_with_a_grad_requiring_argument_are_tracked(method):
+    y, yt = pair([1.0, 2.0, 3.0])
+    buf, buft = tg.ones(3, dtype=tg.float64), torch.ones(3, dtype=torch.float64)
+    getattr(buf, method)(y.exp())
+    getattr(buft, method)(yt.exp())
+    (buf * 3).sum().backward()
+    (buft * 3).sum().backward()
+    same(buf, buft)
+    same(y.grad, yt.grad)
+
+
+def test_masked_fill_with_a_tensor_value_sends_it_a_grad():
+    x, xt = pair([1.0, 2.0, 3.0])
+    v, vt = pair(0.5)
+    mask = torch.tensor([True, False, True])
+    (x.masked_fill(tg.Tensor(mask), v) * x).sum().backward()
+    (xt.masked_fill(mask, vt) * xt).sum().backward()
+    same(v.grad, vt.grad)
+    same(x.grad, xt.grad)
+
+
+def test_writes_through_a_view_reach_the_base_and_other_views():
+    x, xt = pair(np.arange(6.0).reshape(2, 3))
+    base, baset = x * 1, xt * 1
+    first, firstt = base[0], baset[0]  # made before the write: must see it
+    col, colt = base[:, 1], baset[:, 1]
+    col.mul_(10)
+    colt.mul_(10)
+    out, outt = (first * base).sum() + col.sum(), (firstt * baset).sum() + colt.sum()
+    same(out, outt)
+    out.backward()
+    outt.backward()
+    same(x.grad, xt.grad)
+
+
+def test_augmented_assignment_through_an_index():
+    x, xt = pair(np.arange(6.0).reshape(2, 3))
+    b, bt = pair([1.0, 2.0])
+    out, outt = x * 1, xt * 1
+    out[:, 0] += b
+    outt[:, 0] += bt
+    (out * out).sum().backward()
+    (outt * outt).sum().backward()
+    same(x.grad, xt.grad)
+    same(b.grad, bt.grad)
+
+
+def test_in_place_change_of_a_leaf_that_requires_grad_is_refused_as_in_torch():
+    w = tg.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf"):
+        w.add_(1)
+    with pytest.raises(RuntimeError, match="view of a leaf"):
+        w[0:1].mul_(2)
+
+
+# ---- in-place operators -------------------------------------------------------------------------------
+
+
+def test_an_update_in_place_under_no_grad_changes_the_parameter_itself():
+    w = tg.tensor([1.0, 2.0], requires_grad=True)
+    (w * w).sum().backward()
+    same_object, version = w, w.data._version
+    with tg.no_grad():
+        w -= 0.1 * w.grad
+        w *= 2
+        w += 1
+        w /= 2
+    assert w is same_object and w.is_leaf and w.requires_grad and w.grad_fn is None
+    assert w.data._version > version
+    torch.testing.assert_close(w.data, ((torch.tensor([1.0, 2.0]) * 0.8) * 2 + 1) / 2)
+
+
+def test_an_in_place_change_of_a_saved_value_is_caught_at_backward():
+    x = tg.tensor([1.0, 2.0], requires_grad=True)
+    h = x * 2
+    y = h * h  # saves h
+    h.add_(1)  # tracked: h's history continues, but y's saved h is stale
+    with pytest.raises(RuntimeError, match="modified in place"):
+        y.sum().backward()
+
+
+# ---- grad modes -------------------------------------------------------------------------------------------
+
+
+def test_set_grad_enabled_called_as_a_function_switches_recording():
+    x = tg.tensor([1.0], requires_grad=True)
+    try:
+        tg.set_grad_enabled(False)
+        assert not (x * 2).requires_grad and not tg.is_grad_enabled()
+    finally:
+        tg.set_grad_enabled(True)
+    assert (x * 2).requires_grad
+
+
+def test_grad_mode_is_per_thread():
+    x = tg.tensor([1.0], requires_grad=True)
+    seen = {}
+
+    def other():
+        seen["enabled"] = tg.is_grad_enabled()
+        seen["recorded"] = (x * 2).requires_grad
+
+    with tg.no_grad():
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert seen == {"enabled": True, "recorded": True}
+
+
+def test_inference_mode_records_nothing():
+    x = tg.tensor([1.0], requires_grad=True)
+    with tg.inference_mode():
+        assert not (x * 2).requires_grad and tg.is_inference_mode_enabled()
+
+    @tg.inference_mode()
+    def f(t):
+        return t * 2
+
+    assert not f(x).requires_grad and tg.is_grad_enabled()
+
+
+# ---- torch's values at the edges -------------------------------------------------------------------
+
+
+EDGES = {
+    "0 ** x": lambda lib, x: (0.0**x).sum(),
+    "tensor 0 ** x": lambda lib, x: (x * 0) ** x,
+    "x ** 0": lambda lib, x: (x**0).sum(),
+    "x ** 0 at 0": lambda lib, x: ((x * 0) ** 0).sum(),
+    "negative ** x": lambda lib, x: ((-2.0) ** x).sum(),
+    "var over one element": lambda lib, x: x[:1].var(),
+    "var with no degrees of freedom": lambda lib, x: x.var(correction=5),
+    "std of a constant": lambda lib, x: (x * 0 + 1).std(),
+    "clamp of nan": lambda lib, x: (x / x * 0 / 0).clamp(-1, 1).sum() + x.sum(),
+    "clamp with min > max": lambda lib, x: x.clamp(2, 1).sum(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGES))
+def test_values_and_grads_at_the_edges_are_torchs(case):
+    x, xt = pair([0.0, 1.0, -1.0, 2.0])
+    out, outt = EDGES[case](tg, x), EDGES[case](torch, xt)
+    same(out, outt)
+    out.sum().backward()
+    outt.sum().backward()
+    same(x.grad, xt.grad)
+
+
+def test_cross_entropy_with_every_target_ignored_is_nan_with_zero_grads():
+    x, xt = pair(np.ones((3, 4)))
+    for kw in ({}, {"label_smoothing": 0.2}):
+        loss, losst = (
+            F.cross_entropy(x, tg.tensor([-100, -100, -100]), **kw),
+            torch.nn.functional.cross_entropy(xt, torch.tensor([-100, -100, -100]), **kw),
+        )
+        same(loss, losst)
+        loss.backward()
+        losst.backward()
+        same(x.grad, xt.grad)
+
+
+def test_retain_grad_on_an_unused_output_of_a_multi_output_op():
+    x = tg.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    a, b = x.split(2)
+    b.retain_grad()
+    a.sum().backward()
+    assert b.grad is None and x.grad.tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_grad_of_the_same_input_listed_twice():
+    x, xt = pair([1.0, 2.0])
+    g1, g2 = tg.grad((x * x).sum(), [x, x])
+    t1, t2 = torch.autograd.grad((xt * xt).sum(), [xt, xt])
+    same(g1, t1)
+    same(g2, t2)
+
+
+# ---- every op records itself ----------------------------------------------------------------------------
+
+
+def test_tril_and_triu_are_recorded():
+    x, xt = pair(np.arange(9.0).reshape(3, 3))
+    (x.tril() * 3 + x.triu(1)).sum().backward()
+    (xt.tril() * 3 + xt.triu(1)).sum().backward()
+    same(x.grad, xt.grad)
+
+
+def test_a_learned_attention_bias_gets_its_grad():
+    q, qt = pair(np.random.default_rng(0).normal(size=(2, 3, 4)))
+    bias, biast = pair(np.random.default_rng(1).normal(size=(3, 3)))
+    F.scaled_dot_product_attention(q, q, q, bias).sum().backward()
+    torch.nn.functional.scaled_dot_product_attention(qt, qt, qt, biast).sum().backward()
+    same(bias.grad, biast.grad)
+    same(q.grad, qt.grad)
+
+
+# ---- derived ops at the edges -------------------------------------------------------------------------------
+
+
+def test_min_of_the_smallest_int32_and_of_bools():
+    i = tg.tensor([-(2**31), 5], dtype=tg.int32)
+    assert i.min().item() == -(2**31) and i.amin().item() == -(2**31)
+    assert tg.tensor([True, False]).min().item() is False
+
+
+def test_matmul_of_vectors_of_different_lengths_raises_as_torch_does():
+    with pytest.raises(RuntimeError, match="inconsistent tensor size"):
+        tg.randn(3) @ tg.randn(1)
+    with pytest.raises(RuntimeError):
+        tg.randn(3) @ tg.randn(2, 4)
+
+
+def test_wrong_arguments_raise_torchs_exception_types():
+    x = tg.randn(4)
+    with pytest.raises(RuntimeError):
+        x.split([1, 2])
+    with pytest.raises(RuntimeError):
+        x.clamp()
+    with pytest.raises(IndexError):
+        x.sum(3)
+    with pytest.raises(ValueError):
+        F.cross_entropy(tg.randn(2, 3), tg.tensor([0, 1]), reduction="nope")
+
+
+def test_an_unsupported_argument_is_a_sentence_naming_it():
+    with pytest.raises(TypeError, match=r"tinygraph.exp\(\).*'out'"):
+        tg.exp(tg.randn(2), out=tg.randn(2))
+    with pytest.raises(TypeError, match=r"Tensor\.sum"):
+        tg.randn(2).sum(0, dtype=torch.float64, bogus=1)
+
+
+# ---- torch functions given tinygraph Tensors -------------------------------------------------------------------
+
+
+def test_torch_functions_given_tinygraph_tensors_run_tinygraphs():
+    a, b = tg.tensor([1.0, 2.0], requires_grad=True), tg.tensor([3.0], requires_grad=True)
+    joined = torch.cat([a, b])
+    assert isinstance(joined, tg.Tensor) and joined.requires_grad
+    torch.nn.functional.gelu(joined).sum().backward()
+    assert a.grad is not None and b.grad is not None
+    with pytest.raises(TypeError, match="tinygraph has no"):
+        torch.fft.fft(a)
+
+
+# ---- hooks and backward(inputs=) --------------------------------------------------------------------------------
+
+
+def test_register_hook_sees_and_replaces_grads_as_torchs_does():
+    x, xt = pair([1.0, 2.0])
+    h, ht = x * 3, xt * 3
+    seen, seen_t = [], []
+    h.register_hook(lambda g: (seen.append(g.tolist()), g * 2)[1])
+    ht.register_hook(lambda g: (seen_t.append(g.tolist()), g * 2)[1])
+    x.register_hook(lambda g: g + 1)
+    xt.register_hook(lambda g: g + 1)
+    ((h * h).sum() + h.sum()).backward()
+    ((ht * ht).sum() + ht.sum()).backward()
+    assert seen == seen_t
+    same(x.grad, xt.grad)
+
+
+def test_backward_with_inputs_fills_only_those():
+    x, xt = pair([1.0, 2.0])
+    w, wt = pair([3.0, 4.0])
+    h, ht = x * w, xt * wt
+    h.retain_grad()
+    (h * h).sum().backward(inputs=[w])
+    (ht * ht).sum().backward(inputs=[wt])
+    assert x.grad is None and xt.grad is None
+    same(w.grad, wt.grad)

@@ -1,0 +1,138 @@
+"""Changes in place, tracked as torch tracks them.
+
+Under no_grad (or when nothing involved requires grad) an in-place method simply
+changes `.data` in place: `with no_grad(): w -= lr * w.grad` updates the parameter
+itself, which stays the same leaf. Otherwise the change is recorded:
+
+- `x.add_(y)` computes `x.add(y)` from a copy of x's old value (an op may have saved
+  it), writes the result into x's memory, and makes x the output of that op ("rebases"
+  it): later ops see the new value, backward sends grads through the op to x's old
+  graph and to y.
+- a leaf that requires grad refuses (its grad would lose its meaning), as in torch.
+- `buf[i] = y` writes y into a region of buf; buf becomes the output of a `CopySlices`
+  node, whose backward sends the region's grad to y and the rest to buf's old graph.
+- a view (`v = x[0]`, `x.t()`, `x.reshape(...)`) shares its base's memory: writing
+  through the view rebases the base with `CopySlices`, and any view whose memory
+  changed since its graph was made (a version counter says so) gets a graph regenerated
+  from its base the next time an op uses it, so it sees the base's new history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from . import grad_mode
+from .function import OPS
+from .tensor import Tensor, is_grad_needed, unwrap
+
+
+def in_place(fn: Callable) -> Callable:
+    """The in-place form `x.name_(...)` of an out-of-place function `name(x, ...)`."""
+
+    def method(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        if self._base is not None and grad_mode.local.state.enabled:
+            bring_up_to_date(self)  # its base may have come to require grad since it was made
+        if not is_grad_needed(self, *args, *kwargs.values()):
+            with grad_mode.no_grad():
+                write(self, fn(self, *args, **kwargs))
+            return self
+        check_writable(self)
+        # computed from a copy: backward may need the old value, which the write destroys
+        old = Tensor._make(self.data.clone(), self.grad_fn, self._slot)
+        old.requires_grad = self.requires_grad
+        commit(self, fn(old, *args, **kwargs))
+        return self
+
+    return method
+
+
+def check_writable(t: Tensor) -> None:
+    """Refuse what torch refuses: writing into a leaf that requires grad, or a view of one."""
+    if t._base is not None:
+        if t._base.grad_fn is None and t._base.requires_grad:
+            raise RuntimeError(
+                "A view of a leaf tensor that requires grad is being changed in place; do it under "
+                "tinygraph.no_grad() (an update), or change a clone."
+            )
+        bring_up_to_date(t)
+    elif t.grad_fn is None and t.requires_grad:
+        raise RuntimeError(
+            "A leaf tensor that requires grad is being changed in place; do it under tinygraph.no_grad() "
+            "(an update, as optimizers do), or use the out-of-place op."
+        )
+
+
+def write(t: Tensor, new: Any) -> None:
+    """Put `new` (broadcast to t's shape, cast to its dtype, as torch's in-place ops do) into t's memory."""
+    data = unwrap(new)
+    if not isinstance(data, torch.Tensor):
+        t.data.fill_(data)
+        return
+    _check_fits(t, data)
+    t.data.copy_(data)
+
+
+def _check_fits(t: Tensor, data: torch.Tensor) -> None:
+    if torch.broadcast_shapes(data.shape, t.shape) != t.shape:
+        raise RuntimeError(
+            f"output with shape {list(t.shape)} doesn't match the broadcast shape "
+            f"{list(torch.broadcast_shapes(data.shape, t.shape))}"
+        )
+    if not torch.can_cast(data.dtype, t.dtype):
+        raise RuntimeError(f"result type {_name(data.dtype)} can't be cast to the desired output type {_name(t.dtype)}")
+
+
+def _name(dtype: torch.dtype) -> str:
+    return {torch.float32: "Float", torch.float64: "Double", torch.int64: "Long", torch.int32: "Int"}.get(
+        dtype, str(dtype).removeprefix("torch.")
+    )
+
+
+def commit(t: Tensor, new: Tensor) -> None:
+    """Write `new` (recorded) into t's memory and make t's graph end in it."""
+    _check_fits(t, new.data)
+    if new.shape != t.shape:
+        new = new.expand(t.shape)
+    if new.dtype != t.dtype:
+        new = new.to(t.dtype)
+    t.data.copy_(new.data)
+    if t._base is None:
+        rebase(t, new)
+        return
+    base = t._base
+    rebase(base, OPS["CopySlices"].apply(base, new, region_index(base.data, t.data)))
+    refresh(t)
+
+
+def rebase(t: Tensor, new: Tensor) -> None:
+    t.grad_fn, t._slot, t.requires_grad = new.grad_fn, new._slot, new.requires_grad
+
+
+def bring_up_to_date(t: Tensor) -> None:
+    """A view whose memory was written since its graph was made gets its graph regenerated."""
+    if t.data._version != t._version:
+        refresh(t)
+
+
+def refresh(t: Tensor) -> None:
+    """Make the view t's graph: its elements picked from its base, as the base is now."""
+    base = t._base
+    if base.requires_grad and grad_mode.local.state.enabled:
+        rebase(t, base.reshape(-1)[region_index(base.data, t.data)])
+    t._version = t.data._version
+
+
+def region_index(base: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+    """For each element of `view` (which shares `base`'s memory), its position in base.flatten()."""
+    offset = view.storage_offset() - base.storage_offset()
+    if base.is_contiguous():  # a memory position is a flat position: O(view) arithmetic
+        index = torch.tensor(offset, device=base.device)
+        for size, stride in zip(view.shape, view.stride()):
+            index = index.unsqueeze(-1) + torch.arange(size, device=base.device) * stride
+        return index
+    positions = torch.empty_strided(base.shape, base.stride(), dtype=torch.long, device=base.device)
+    positions.copy_(torch.arange(base.numel(), device=base.device).view(base.shape))
+    return positions.as_strided(view.shape, view.stride(), offset)

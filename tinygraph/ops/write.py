@@ -1,0 +1,104 @@
+"""Ops that write into a tensor: `x[i] = v`, `fill_`, `copy_`, `zero_`, and the records
+the in-place machinery (tinygraph/inplace.py) leaves when a write goes through a view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import grad_mode
+from ..function import Function, public, register
+from ..indexing import is_advanced, normalize_index
+from ..inplace import bring_up_to_date, check_writable, commit, rebase, refresh, region_index
+from ..tensor import Tensor, is_grad_needed, unwrap
+
+
+@public("Tensor.__setitem__")
+def setitem(self: Tensor, index: Any, value: Any) -> None:
+    """`x[index] = value`: tracked when x or value requires grad (x's history continues)."""
+    index = normalize_index(index, self.device)
+    if self._base is not None and grad_mode.local.state.enabled:
+        bring_up_to_date(self)
+    if not is_grad_needed(self, value):
+        self.data[index] = unwrap(value)
+        return
+    check_writable(self)
+    if is_advanced(index):
+        commit(self, IndexPut.apply(self, value, index))
+        return
+    region = self.data[index]  # a view: write the value through it
+    if not isinstance(value, Tensor):
+        value = Tensor(torch.as_tensor(value, dtype=self.dtype, device=self.device))
+    value = value.to(self.dtype).expand(region.shape)
+    region.copy_(value.data)
+    base = self._base if self._base is not None else self
+    rebase(base, CopySlices.apply(base, value, region_index(base.data, region)))
+    if base is not self:
+        refresh(self)
+
+
+@register
+class CopySlices(Function):
+    """Records a write of `value` into the elements of `base` at flat positions `index`
+    (the write itself was made through a view). Backward: the region's grad goes to the
+    value, the rest to the base's old graph."""
+
+    @staticmethod
+    def forward(ctx, base, value, index):
+        ctx.index = index
+        return base
+
+    @staticmethod
+    def backward(ctx, g):
+        index = ctx.index
+        written = torch.zeros(g.numel(), dtype=torch.bool, device=g.device).index_fill_(0, index.reshape(-1), True)
+        return g.masked_fill(written.view(g.shape), 0), g.reshape(-1)[index], None
+
+
+@register
+class IndexPut(Function):
+    """`x` with `value` put at an advanced `index` (out of place; `x[index] = value` writes it back)."""
+
+    @staticmethod
+    def forward(ctx, x, value, index):
+        ctx.index = index
+        out = x.clone()
+        out[index] = value
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return IndexPut.apply(g, 0.0, ctx.index), g[ctx.index], None
+
+
+@register("tinygraph.fill Tensor.fill_")
+class Fill(Function):
+    """Every element set to `value` (a number, or a 0-dim tensor whose grad is the sum of g)."""
+
+    @staticmethod
+    def forward(ctx, x, value):
+        return torch.full_like(x, value) if not isinstance(value, torch.Tensor) else value.expand_as(x).clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.new_zeros(g.shape), (g.sum() if ctx.needs_input_grad[1] else None)
+
+
+@register("tinygraph.copy Tensor.copy_")
+class Copy(Function):
+    """`x.copy_(src)`: src (broadcast, cast) replaces x's values; x's old value gets a zero grad."""
+
+    @staticmethod
+    def forward(ctx, x, src):
+        return src.to(x.dtype).expand_as(x).clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.new_zeros(g.shape), g
+
+
+@public("Tensor.zero_")
+def zero(input: Tensor) -> Tensor:
+    """Zeros of input's shape (as `x.zero_()`, in place)."""
+    return Fill.apply(input, 0)
