@@ -196,9 +196,7 @@ def in_place_step(program):
             start = program.data.draw(st.integers(0, n - 1), label="start")
             index = slice(start, program.data.draw(st.integers(start + 1, n), label="stop"))
         else:
-            index = torch.tensor(
-                program.data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=3), label="ids")
-            )
+            index = torch.tensor(program.data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=3), label="ids"))
         region = tuple(theirs.detach()[index].shape)
         value = program.pick(region)
 
@@ -275,12 +273,7 @@ def backward_phase(program, create_graph):
         if create_graph:
             second_order(program, result)
     check_invariants(
-        [v[0] for v in program.values],
-        before,
-        ours_given,
-        given,
-        [r[0] for r in roots],
-        retained=retain or create_graph,
+        [v[0] for v in program.values], before, ours_given, given, [r[0] for r in roots], retained=retain or create_graph
     )
 
 
