@@ -19,7 +19,8 @@ tinygraph must raise too, and the other way round. After every backward, MyGrad'
 invariants: no input and no given grad changed, no `.grad` shares memory with another or
 with a given grad, the graph freed unless retained.
 
-The `ci` profile runs a fixed set of programs; `HYPOTHESIS_PROFILE=thorough` searches for long.
+The `ci` profile runs a fixed set of programs; `HYPOTHESIS_PROFILE=thorough` searches for long
+(`FUZZ_SHRINK=0` reports the first failure as found, without minimizing it: much faster).
 """
 
 import math
@@ -27,7 +28,7 @@ import os
 
 import torch
 import torch.nn.functional as torch_F
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 from specs import SPECS
 
@@ -45,6 +46,18 @@ class Mismatch(AssertionError):
     pass
 
 
+def sibling_output(t):
+    """An output of the fused LSTM cell: its h and c are siblings (one node), where torch's
+    reference computes h from c, so grad(h, c) differs (None here): not a grad() input."""
+    return t.grad_fn is not None and t.grad_fn.name == "LSTMCell"
+
+
+# Deliberate differences, documented where they are made: tinygraph raises, torch does not.
+# Gelu and attention keep their output for backward (for speed; see their docstrings), so
+# changing that output in place before backward is an error; torch's keep other tensors.
+DELIBERATE = [f"saved by {op} for backward was modified in place" for op in ("Gelu", "ScaledDotProductAttention")]
+
+
 def run_both(tg_fn, torch_fn):
     """Run the same step on both libraries: both succeed (results returned), or both raise."""
     errors, results = [], []
@@ -55,6 +68,8 @@ def run_both(tg_fn, torch_fn):
         except (RuntimeError, ValueError, IndexError, TypeError) as err:
             results.append(None)
             errors.append(err)
+    if errors[0] is not None and errors[1] is None and any(d in str(errors[0]) for d in DELIBERATE):
+        return None
     if (errors[0] is None) != (errors[1] is None):
         raise Mismatch(f"tinygraph {'raised ' + repr(errors[0]) if errors[0] else 'ran'}, torch "
                        f"{'raised ' + repr(errors[1]) if errors[1] else 'ran'}")  # fmt: skip
@@ -90,6 +105,7 @@ class Program:
             raise Mismatch(f"{what}: requires_grad {ours.requires_grad}, torch's {theirs.requires_grad}")
         close(ours, theirs, what)
         self.values.append((ours, theirs))
+        self.log.append(f"  makes value {len(self.values) - 1} {tuple(ours.shape)}, requires_grad={ours.requires_grad}")
 
     def new_leaf(self, shape, requires_grad):
         value = torch.randn(shape, dtype=torch.float64, generator=self.gen())
@@ -97,17 +113,24 @@ class Program:
         self.values.append(pair)
         if requires_grad:
             self.leaves.append(pair)
-        self.log.append(f"leaf {tuple(shape)} requires_grad={requires_grad}")
+        self.log.append(f"leaf: value {len(self.values) - 1} {tuple(shape)} requires_grad={requires_grad}")
         return pair
 
     def gen(self):
         return torch.Generator().manual_seed(self.data.draw(st.integers(0, 2**31), label="seed"))
 
     def pick(self, shape=None):
-        """A value already made: of `shape` if there is one, else any, gathered into `shape`."""
-        same = [v for v in self.values if shape is not None and tuple(v[0].shape) == tuple(shape)]
-        pool = same if same and self.data.draw(st.booleans(), label="same shape") else self.values
-        ours, theirs = pool[self.data.draw(st.integers(0, len(pool) - 1), label="pick")]
+        """A value already made: of `shape` if there is one, else any, gathered into `shape`.
+        Values holding NaN or Inf are not reused: where they lead, different but equally right
+        formulas (a fused op and its composite) may disagree on which grads are NaN."""
+        finite = [k for k, v in enumerate(self.values) if bool(torch.isfinite(v[1].detach()).all())]
+        if not finite:
+            return self.new_leaf(shape if shape is not None else (), True)
+        same = [k for k in finite if shape is not None and tuple(self.values[k][0].shape) == tuple(shape)]
+        pool = same if same and self.data.draw(st.booleans(), label="same shape") else finite
+        k = pool[self.data.draw(st.integers(0, len(pool) - 1), label="pick")]
+        ours, theirs = self.values[k]
+        self.log.append(f"  uses value {k} {tuple(ours.shape)}")
         if shape is None or tuple(ours.shape) == tuple(shape):
             return ours, theirs
         return self.gathered(ours, theirs, shape)
@@ -117,7 +140,10 @@ class Program:
         if not have:
             return self.new_leaf(shape, True)
         index = torch.arange(n) % have  # elements repeat when the value is smaller: grads must add up
-        return ours.reshape(-1)[tg.Tensor(index)].reshape(shape), theirs.reshape(-1)[index].reshape(shape)
+        made = run_both(
+            lambda: ours.reshape(-1)[tg.Tensor(index)].reshape(shape), lambda: theirs.reshape(-1)[index].reshape(shape)
+        )
+        return made if made is not None else self.new_leaf(shape, True)
 
 
 def materialize_reusing(program, value, lib, reused):
@@ -139,6 +165,7 @@ def diffs_in(value):
 
 def op_step(program, specs):
     name, spec = specs[program.data.draw(st.integers(0, len(specs) - 1), label="op")]
+    program.log.append(f"{name} (spec {SPECS[name].index(spec)}):")
     args, kwargs = program.data.draw(spec.inputs, label=f"{name} inputs")
     reused = {}
     for d in diffs_in(args):
@@ -153,7 +180,6 @@ def op_step(program, specs):
     theirs_args = materialize_reusing(program, args, torch, reused)
     ours_kw = {k: materialize(v, tg, "cpu") for k, v in kwargs.items()}
     theirs_kw = {k: materialize(v, torch, "cpu") for k, v in kwargs.items()}
-    program.log.append(f"{name} (spec {SPECS[name].index(spec)})")
     results = run_both(
         lambda: outputs(spec.call(tg, tg_F, *ours_args, **ours_kw)),
         lambda: outputs((spec.torch_call or spec.call)(torch, torch_F, *theirs_args, **theirs_kw)),
@@ -181,22 +207,25 @@ IN_PLACE = {
 
 
 def in_place_step(program):
-    ours, theirs = program.pick()
+    """A write into a value; None when both libraries refused it."""
     kind = program.data.draw(st.sampled_from([*IN_PLACE, "setitem", "setitem_ids", "masked_fill_"]), label="write")
-    program.log.append(f"in place {kind} into a {tuple(ours.shape)} value")
+    program.log.append(f"in place {kind} into (the first value used below):")
+    ours, theirs = program.pick()
     if kind in IN_PLACE:
         other = program.pick(tuple(ours.shape))
-        run_both(lambda: IN_PLACE[kind](ours, other[0]), lambda: IN_PLACE[kind](theirs, other[1]))
+        return run_both(lambda: IN_PLACE[kind](ours, other[0]), lambda: IN_PLACE[kind](theirs, other[1]))
     elif kind == "masked_fill_":
         mask = torch.rand(ours.shape, generator=program.gen()) > 0.5
-        run_both(lambda: ours.masked_fill_(tg.Tensor(mask), 1.5), lambda: theirs.masked_fill_(mask, 1.5))
+        return run_both(lambda: ours.masked_fill_(tg.Tensor(mask), 1.5), lambda: theirs.masked_fill_(mask, 1.5))
     elif ours.ndim:
         n = ours.shape[0]
         if kind == "setitem":
             start = program.data.draw(st.integers(0, n - 1), label="start")
             index = slice(start, program.data.draw(st.integers(start + 1, n), label="stop"))
         else:
-            index = torch.tensor(program.data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=3), label="ids"))
+            index = torch.tensor(
+                program.data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=3), label="ids")
+            )
         region = tuple(theirs.detach()[index].shape)
         value = program.pick(region)
 
@@ -206,12 +235,13 @@ def in_place_step(program):
         def set_theirs():
             theirs[index] = value[1]
 
-        run_both(set_ours, set_theirs)
+        return run_both(set_ours, set_theirs)
+    return True
 
 
 def detach_step(program):
+    program.log.append("detach:")
     ours, theirs = program.pick()
-    program.log.append(f"detach a {tuple(ours.shape)} value")
     program.add(ours.detach(), theirs.detach(), "detach")
 
 
@@ -253,7 +283,7 @@ def backward_phase(program, create_graph):
                 assert ours.grad is not None, f"leaf {k}: no grad where torch has one"
                 close(ours.grad, theirs.grad, f"grad of leaf {k}")
     else:
-        targets = [v for v in program.values if v[0].requires_grad]
+        targets = [v for v in program.values if v[0].requires_grad and not sibling_output(v[0])]
         chosen = program.data.draw(st.lists(st.integers(0, len(targets) - 1), min_size=1, max_size=4), label="inputs")
         inputs = [targets[i] for i in chosen]
         result = run_both(
@@ -272,28 +302,29 @@ def backward_phase(program, create_graph):
                 close(ours, theirs, f"grad of input {k}")
         if create_graph:
             second_order(program, result)
-    check_invariants(
-        [v[0] for v in program.values], before, ours_given, given, [r[0] for r in roots], retained=retain or create_graph
-    )
+    # grad() frees only the nodes it ran (as torch's does): the freed-graph check is backward()'s
+    freed = not (retain or create_graph or mode == "grad")
+    check_invariants([v[0] for v in program.values], before, ours_given, given, [r[0] for r in roots], not freed)
 
 
 def second_order(program, result):
-    """Backward through the first-order grads themselves: a random weighted sum of them."""
-    pairs = [(o, t) for o, t in zip(*result) if t is not None and t.requires_grad and o is not None]
-    if not pairs:
-        return
+    """Backward through the first-order grads themselves: a random weighted sum of them.
+    (A first-order grad that does not depend on any input needs no graph here, where torch
+    may still give it one: torch's second derivative is then zero, and so must ours be.)"""
+    pairs = [(o, t) for o, t in zip(*result) if o is not None and t is not None]
     gen = program.gen()
     weights = [torch.randn(t.shape, dtype=torch.float64, generator=gen) for _, t in pairs]
     for leaf in program.leaves:
         leaf[0].grad = leaf[1].grad = None
-    run_both(
-        lambda: sum((o * tg.Tensor(w)).sum() for (o, _), w in zip(pairs, weights)).backward(),
-        lambda: sum((t * w).sum() for (_, t), w in zip(pairs, weights)).backward(),
-    )
-    for k, (ours, theirs) in enumerate(program.leaves):
-        if theirs.grad is not None:
-            assert ours.grad is not None, f"leaf {k}: no second-order grad where torch has one"
-            close(ours.grad, theirs.grad, f"second-order grad of leaf {k}")
+    ours = [(o * tg.Tensor(w)).sum() for (o, _), w in zip(pairs, weights) if o.requires_grad]
+    theirs = [(t * w).sum() for (_, t), w in zip(pairs, weights) if t.requires_grad]
+    run_both(lambda: ours and sum(ours).backward(), lambda: theirs and sum(theirs).backward())
+    for k, (o, t) in enumerate(program.leaves):
+        if t.grad is not None and (o.grad is not None or t.grad.any()):
+            assert o.grad is not None, f"leaf {k}: no second-order grad where torch has one"
+            close(o.grad, t.grad, f"second-order grad of leaf {k}")
+        elif o.grad is not None:
+            assert not o.grad.data.any(), f"leaf {k}: a second-order grad where torch has none"
 
 
 def run_program(data):
@@ -308,8 +339,10 @@ def run_program(data):
             op_step(program, specs)
         elif action == "detach":
             detach_step(program)
-        elif not create_graph:
-            in_place_step(program)
+        elif not create_graph and in_place_step(program) is None:
+            # both refused the write (as they must, together); torch may be left half-changed
+            # by its refusal, so this program ends here
+            return program
     check_all_values(program)
     backward_phase(program, create_graph)
     if not create_graph and data.draw(st.booleans(), label="again"):
@@ -317,7 +350,10 @@ def run_program(data):
     return program
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+PHASES = [p for p in Phase if p is not Phase.shrink or os.environ.get("FUZZ_SHRINK") != "0"]
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), phases=PHASES)
 @given(data=st.data())
 def test_random_programs_match_torch(data):
     import warnings

@@ -242,8 +242,9 @@ def check_invariants(leaves, before, given_grads, given_values, roots, retained=
         assert _same(leaf.data, old), "backward changed an input"
     for g, old in zip(given_grads, given_values):
         assert _same(g, old), "backward changed a given output grad"
+    distinct = {id(leaf): (i, leaf) for i, leaf in enumerate(leaves)}.values()  # a tensor may be listed twice
     held = [("given grad", g) for g in given_grads] + [
-        (f"grad of input {i}", leaf.grad.data) for i, leaf in enumerate(leaves) if leaf.grad is not None
+        (f"grad of input {i}", leaf.grad.data) for i, leaf in distinct if leaf.grad is not None
     ]
     for i, (name_a, a) in enumerate(held):
         for name_b, b in held[i + 1 :]:

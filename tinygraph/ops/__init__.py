@@ -2,6 +2,6 @@
 installs the public names each provides (Tensor methods, `tinygraph.*`, `F.*`)."""
 
 from ..function import OPS
-from . import elementwise, linalg, nn, reduce, shape, values, write
+from . import activation, elementwise, linalg, loss, math, nn, reduce, shape, values, write
 
-__all__ = ["OPS", "elementwise", "linalg", "nn", "reduce", "shape", "values", "write"]
+__all__ = ["OPS", "activation", "elementwise", "linalg", "loss", "math", "nn", "reduce", "shape", "values", "write"]
