@@ -69,16 +69,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_layer(kind: str):
-    """A layer built as a model builds it, its required options given example values."""
+    """A layer built with its own defaults, its required options given example values, and
+    initialized as a model initializes it."""
     cls, _ = find(kind)
     declared = declaration(cls)
-    width = VOCAB if kind in (cfg.FIRST, cfg.LOSS) else WIDTH
-    table = {
+    kwargs = {
         name: WIDTH if name == declared.out_width else EXAMPLE.get(opt.type, 2)
         for name, opt in declared.options.items()
         if opt.required
     }
-    layer = cls(width, **declared.arguments(table, ModelSettings(dropout=0.1), VOCAB))
+    model = ModelSettings()  # what a layer is handed by the model (its context length)
+    layer = cls(
+        VOCAB if kind in (cfg.FIRST, cfg.LOSS) else WIDTH, **kwargs, **{n: getattr(model, n) for n in declared.given}
+    )
     init_weights(layer)
     return layer
 

@@ -81,7 +81,7 @@ class LayerNorm(nn.LayerNorm):
 class Dropout(nn.Dropout):
     """Zero features with probability p while training."""
 
-    def __init__(self, width: int, p: Annotated[Probability, FromModel("dropout"), "probability of zeroing"] = 0.0):
+    def __init__(self, width: int, p: Annotated[Probability, FromModel("dropout"), "probability of zeroing"] = 0.5):
         super().__init__(p)
 
 
