@@ -50,12 +50,12 @@ class CopySlices(Function):
 
     @staticmethod
     def forward(ctx, base, value, index):
-        ctx.index = index
+        ctx._index = index  # made by the engine, never seen by the user: nothing can change it
         return base
 
     @staticmethod
     def backward(ctx, g):
-        index = ctx.index
+        index = ctx._index
         written = torch.zeros(g.numel(), dtype=torch.bool, device=g.device).index_fill_(0, index.reshape(-1), True)
         return g.masked_fill(written.view(g.shape), 0), g.reshape(-1)[index], None
 
@@ -66,14 +66,15 @@ class IndexPut(Function):
 
     @staticmethod
     def forward(ctx, x, value, index):
-        ctx.index = index
+        ctx.save_for_backward(index)
         out = x.clone()
         out[index] = value
         return out
 
     @staticmethod
     def backward(ctx, g):
-        return IndexPut.apply(g, 0.0, ctx.index), g[ctx.index], None
+        (index,) = ctx.saved_tensors
+        return IndexPut.apply(g, 0.0, index), g[index], None
 
 
 @register("tinygraph.fill Tensor.fill_")
