@@ -54,9 +54,12 @@ def sibling_output(t):
 
 
 # Deliberate differences, documented where they are made: tinygraph raises, torch does not.
-# Gelu and attention keep their output for backward (for speed; see their docstrings), so
-# changing that output in place before backward is an error; torch's keep other tensors.
-DELIBERATE = [f"saved by {op} for backward was modified in place" for op in ("Gelu", "ScaledDotProductAttention")]
+# Fused ops keep what their one-pass backward reads: Gelu and attention their output,
+# cross-entropy its logits (see their docstrings); changing that in place before backward is
+# an error, where torch's, which keep other tensors, may allow it.
+DELIBERATE = [
+    f"saved by {op} for backward was modified in place" for op in ("Gelu", "ScaledDotProductAttention", "CrossEntropy")
+]
 
 
 def run_both(tg_fn, torch_fn):
