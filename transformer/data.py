@@ -6,6 +6,7 @@ library's `pydoc_data`), so training works on every install without a download.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import warnings
@@ -171,20 +172,24 @@ class Splits:
 
 
 def split(text: str, tokenizer: Tokenizer, block_size: int) -> Splits:
-    """The first 90% of the characters train, the last 10% validate.
+    """The tokens within the first 90% of the characters train, the rest validate.
 
     A corpus shorter than one context window (block_size + 1 tokens) is an error. When
     the validation tenth is shorter than that, validation uses the corpus' last window,
     which overlaps the training text (a warning says so).
     """
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    tokens = tokenizer.split(text)
+    ids = torch.tensor([tokenizer.index[t] for t in tokens], dtype=torch.long)
     need = block_size + 1
     if len(ids) < need:
         raise UserError(
             f"The corpus holds {len(ids)} tokens, fewer than one context window plus one ({need}); "
             "use a longer text or a smaller --block-size."
         )
-    cut = len(tokenizer.encode(text[: int(len(text) * 0.9)]))
+    # the cut between two tokens: the tokens that end within the first 90% of the characters train
+    # (tokenizing that prefix alone could end in part of a word the vocabulary does not have)
+    train_chars = int(len(text) * 0.9)
+    cut = sum(1 for end in itertools.accumulate(map(len, tokens)) if end <= train_chars)
     train, val = ids[:cut], ids[cut:]
     if len(train) < need or len(val) < need:
         warnings.warn(
