@@ -4,7 +4,7 @@ exit 2, and nothing saved is lost: one named test per kind of failure that was f
 
 import pytest
 import torch
-from runs import TEXT, assert_clean, run, trained_run  # noqa: F401
+from runs import TEXT, assert_clean, run, trained_run
 
 from transformer.data import WordTokenizer, split
 
@@ -18,3 +18,29 @@ def test_the_word_tokenizer_cuts_train_from_validation_between_two_words():
     splits = split(text, tokenizer, block_size=8)  # was a KeyError: the half word is not in the vocabulary
     assert torch.equal(torch.cat([splits.train, splits.val]), torch.tensor(tokenizer.encode(text)))
     assert tokenizer.decode(splits.train).endswith("ipsum ") and len(tokenizer.decode(splits.train)) <= cut
+
+
+# ---- values that pass a type check but cannot work -------------------------------------------
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--lr", "inf", "lr = inf is out of range; it must be a positive number"),
+        ("--lr", "1e400", "lr = inf is out of range"),  # (float() makes it infinite)
+        ("--min-lr", "nan", "min_lr = nan is out of range"),
+        ("--seed", str(2**64), "seed = 18446744073709551616 is out of range; it must be an integer in "
+                               "[-9223372036854775808, 9223372036854775807]"),
+    ],
+)  # fmt: skip
+def test_infinite_and_too_large_values_are_refused_before_anything_runs(tmp_path, flag, value, message):
+    folder = tmp_path
+    (folder / "corpus.txt").write_text(TEXT)
+    code, _, err = run("train", ["--corpus", str(folder / "corpus.txt"), "--out-dir", str(folder / "run"), flag, value])
+    assert message in assert_clean(code, err)
+    assert not (folder / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["test", "sample"])
+def test_a_seed_too_large_for_64_bits_is_refused_when_sampling(tmp_path, command):
+    trained = trained_run(tmp_path)
+    code, _, err = run(command, ["--from", str(trained), "--seed", str(2**63), "--n-chars", "1"])
+    assert "seed = 9223372036854775808 is out of range" in assert_clean(code, err)

@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any, Literal
 
 from .data import DEFAULT_CORPUS, TOKENIZERS
-from .options import Fraction, Option, Positive, Range, alternatives, at_least, option
+from .options import Fraction, Int64, Option, Positive, Range, alternatives, at_least, option
 
 
 def setting(default: Any, help: str, range: Range | None = None, **meta: Any) -> Any:
@@ -67,7 +67,7 @@ class TrainSettings:
 class CommandSettings:
     """What every command line has."""
 
-    seed: int = setting(1337, "random seed of what is drawn: initial weights, batches, dropout, samples")
+    seed: int = setting(1337, "random seed of what is drawn: initial weights, batches, dropout, samples", Int64)
     device: str = setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
 
 

@@ -39,6 +39,7 @@ class Plan:
 def plan(given: dict[str, Any], flags: dict[str, dict[str, Any]]) -> Plan:
     """The config and settings of a run, from the run settings the command line `given`
     and its [model] and [train] `flags`."""
+    cfg.check_section(given, options(RunSettings), "command line")
     for section, cls in SECTIONS.items():
         cfg.check_section(flags.get(section, {}), options(cls), "command line")
     run = RunSettings(**given)
