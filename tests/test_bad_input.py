@@ -4,7 +4,7 @@ exit 2, and nothing saved is lost: one named test per kind of failure that was f
 
 import pytest
 import torch
-from runs import TEXT, assert_clean, run, trained_run
+from cli_runs import TEXT, assert_clean, run, trained_run
 
 from transformer.data import WordTokenizer, split
 
