@@ -5,6 +5,7 @@ exit 2, and nothing saved is lost: one named test per kind of failure that was f
 import pytest
 import torch
 from cli_runs import TEXT, assert_clean, run, trained_run
+from configs import tiny_config
 
 from transformer.data import WordTokenizer, split
 
@@ -44,3 +45,28 @@ def test_a_seed_too_large_for_64_bits_is_refused_when_sampling(tmp_path, command
     trained = trained_run(tmp_path)
     code, _, err = run(command, ["--from", str(trained), "--seed", str(2**63), "--n-chars", "1"])
     assert "seed = 9223372036854775808 is out of range" in assert_clean(code, err)
+
+
+# ---- sizes that cannot fit in memory -----------------------------------------------------------
+def train_tiny(folder, *extra, **config):
+    """Train the tiny config (with `config` changed) on the test text, in `folder`/run."""
+    (folder / "tiny.toml").write_text(tiny_config(dim=8, max_iters=1, eval_iters=1, **config))
+    (folder / "corpus.txt").write_text(TEXT)
+    argv = ["--config", str(folder / "tiny.toml"), "--corpus", str(folder / "corpus.txt"), "--device", "cpu",
+            "--no-progress", "--out-dir", str(folder / "run"), *extra]  # fmt: skip
+    return run("train", argv)
+
+
+@pytest.mark.parametrize(
+    "extra,config,message",
+    [
+        (["--batch-size", str(2**50)], {}, "A step of 1125899906842624 sequences of 16 tokens needs more memory"),
+        (["--batch-size", str(10**30)], {}, "(a size beyond any machine's); lower --batch-size"),
+        ([], {"block_size": 10**11}, "layers[1] (PositionalEmbedding) with block_size = 100000000000 on a width "
+                                     "of 8 needs more memory than there is"),
+        ([], {"blocks": 10**9}, "layers[2] (Block) and its 1000000000 copies alone need"),
+    ],
+)  # fmt: skip
+def test_sizes_that_cannot_fit_in_memory_name_the_setting(tmp_path, extra, config, message):
+    code, _, err = train_tiny(tmp_path, *extra, **config)  # was an allocator's traceback
+    assert message in assert_clean(code, err)

@@ -15,7 +15,7 @@ import torch
 import tinygraph as tg
 from tinygraph.nn.utils import clip_grad_norm_
 
-from . import rundir
+from . import memory, rundir
 from .data import get_batch
 from .errors import UserError
 from .report import Report
@@ -36,7 +36,11 @@ def train(t: Trainer) -> int:
     report.progress(t.step, s.max_iters)
     step = Step(t, report)
     started = time.perf_counter()
-    with stop_signals() as stop:
+    batch = f"{s.batch_size} sequences of {t.block_size} tokens" + f" in {s.grad_accum} micro-batches" * (
+        s.grad_accum > 1
+    )
+    room = "lower --batch-size, --grad-accum or --block-size, or the model's sizes"
+    with stop_signals() as stop, memory.fits(f"A step of {batch}", room):
         while True:
             if (t.step % s.eval_interval == 0 or t.step == s.max_iters) and t.step != t.evaluated_at:
                 evaluate(t, report)

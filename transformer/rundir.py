@@ -25,6 +25,7 @@ import filelock
 import torch
 
 from . import checkpoint as ckpt
+from . import memory
 from .data import Tokenizer
 from .errors import UserError
 from .model import LanguageModel
@@ -131,9 +132,10 @@ def read_run(path: str | Path, device: torch.device, weights: str = BEST) -> Run
 def build_model(config: dict[str, Any], vocab_size: int, dtype: str | None, device: torch.device) -> LanguageModel:
     """The model a config describes, in float64 when the run trains in it (else float32), on `device`."""
     model = LanguageModel(config, vocab_size)
-    if dtype == "float64":
-        model.to(torch.float64)
-    return model.to(device)
+    with memory.fits(f"The model ({model.num_parameters():,} parameters, {dtype or 'float32'})", "make it smaller"):
+        if dtype == "float64":
+            model.to(torch.float64)
+        return model.to(device)
 
 
 # ---- the training state ----------------------------------------------------------------------
