@@ -4,7 +4,7 @@ exit 2, and nothing saved is lost: one named test per kind of failure that was f
 
 import pytest
 import torch
-from cli_runs import TEXT, assert_clean, run, trained_run
+from cli_runs import TEXT, assert_clean, files_of, run, trained_run
 from configs import tiny_config
 
 from transformer.data import WordTokenizer, split
@@ -70,3 +70,31 @@ def train_tiny(folder, *extra, **config):
 def test_sizes_that_cannot_fit_in_memory_name_the_setting(tmp_path, extra, config, message):
     code, _, err = train_tiny(tmp_path, *extra, **config)  # was an allocator's traceback
     assert message in assert_clean(code, err)
+
+
+# ---- flags that a command would ignore ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "extra",
+    [["--preset", "baby"], ["--config", "c.toml"], ["--tokenizer", "word"], ["--dtype", "float64"], ["--seed", "3"],
+     ["--out-dir", "elsewhere"], ["--block-size", "8"]],
+)  # fmt: skip
+def test_resume_refuses_the_flags_it_would_ignore(tmp_path, extra):
+    trained = trained_run(tmp_path)
+    before = files_of(trained)
+    code, _, err = run("train", ["--resume", str(trained), "--no-progress", *extra])  # was exit 0, the flag ignored
+    assert f"drop {extra[0]}" in assert_clean(code, err)
+    assert files_of(trained) == before
+
+
+@pytest.mark.parametrize("extra", [["--preset", "baby"], ["--config", "c.toml"]])
+def test_init_from_refuses_another_model(tmp_path, extra):
+    trained = trained_run(tmp_path)
+    code, _, err = run("train", ["--init-from", str(trained), "--out-dir", str(tmp_path / "ft"), *extra])
+    assert f"trains the model of {trained}; drop {extra[0]}" in assert_clean(code, err)
+    assert not (tmp_path / "ft").exists()
+
+
+@pytest.mark.parametrize("flag", ["--corpus", "--out-dir", "--config", "--device"])
+def test_an_empty_value_is_refused(tmp_path, flag):
+    code, _, err = run("train", [flag, ""])
+    assert f"{flag} cannot be empty" in assert_clean(code, err)
