@@ -4,7 +4,7 @@ exit 2, and nothing saved is lost: one named test per kind of failure that was f
 
 import pytest
 import torch
-from cli_runs import TEXT, assert_clean, files_of, run, trained_run
+from cli_runs import TEXT, as_another_user, assert_clean, files_of, read_only, run, shared_folder, trained_run
 from configs import tiny_config
 
 from transformer.data import WordTokenizer, split
@@ -67,9 +67,10 @@ def train_tiny(folder, *extra, **config):
         ([], {"blocks": 10**9}, "layers[2] (Block) and its 1000000000 copies alone need"),
     ],
 )  # fmt: skip
-def test_sizes_that_cannot_fit_in_memory_name_the_setting(tmp_path, extra, config, message):
+def test_sizes_that_cannot_fit_in_memory_name_the_setting_and_leave_no_run(tmp_path, extra, config, message):
     code, _, err = train_tiny(tmp_path, *extra, **config)  # was an allocator's traceback
     assert message in assert_clean(code, err)
+    assert not (tmp_path / "run").exists()
 
 
 # ---- flags that a command would ignore ---------------------------------------------------------
@@ -98,3 +99,48 @@ def test_init_from_refuses_another_model(tmp_path, extra):
 def test_an_empty_value_is_refused(tmp_path, flag):
     code, _, err = run("train", [flag, ""])
     assert f"{flag} cannot be empty" in assert_clean(code, err)
+
+
+# ---- the run directory -----------------------------------------------------------------------
+def test_a_failed_start_leaves_no_folder_it_made(tmp_path):
+    (tmp_path / "kept").mkdir()
+    for out in ["new/deeper/run", "kept"]:  # folders it made go; one that was there stays, as it was
+        code, _, err = train_tiny(tmp_path, "--batch-size", str(2**50), "--out-dir", str(tmp_path / out))
+        assert "needs more memory" in assert_clean(code, err)  # (it fails after creating the directory)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "kept", "tiny.toml"]
+    assert not any((tmp_path / "kept").iterdir())
+
+
+def test_a_directory_left_by_a_start_killed_before_its_checkpoint_is_reused(tmp_path):
+    killed = tmp_path / "run"
+    killed.mkdir()
+    for name in (".lock", "config.json", ".tokenizer.json.tmp-12345"):  # as a SIGKILL leaves it
+        (killed / name).write_text("{")
+    code, _, err = train_tiny(tmp_path)  # was: "already exists and is not empty", for ever
+    assert_clean(code, err)
+    assert (killed / "checkpoint.safetensors").is_file() and not (killed / ".tokenizer.json.tmp-12345").exists()
+
+
+@pytest.mark.parametrize("other", ["notes.txt", "checkpoint.safetensors"])
+def test_a_directory_holding_anything_else_is_not_taken(tmp_path, other):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in (".lock", "config.json", other):
+        (out / name).write_text("mine")
+    before = files_of(out)
+    code, _, err = train_tiny(tmp_path)
+    assert "already exists and is not empty" in assert_clean(code, err)
+    assert files_of(out) == before
+
+
+def test_resuming_a_run_one_cannot_write_is_one_line_and_changes_nothing():
+    with shared_folder() as folder:
+        trained = trained_run(folder)
+        read_only(trained)
+        before = files_of(trained)
+        with as_another_user():  # was a PermissionError traceback
+            code, _, err = run("train", ["--resume", str(trained), "--no-progress", "--max-iters", "2"])
+            assert f"Cannot write in {trained} (Permission denied)" in assert_clean(code, err)
+            code, _, err = run("sample", ["--from", str(trained), "--n-chars", "3"])  # reading it is fine
+            assert_clean(code, err)
+        assert files_of(trained) == before

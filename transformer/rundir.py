@@ -14,6 +14,7 @@ name), and reading the run back runs that file, as importing it would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 CONFIG, TOKENIZER, CHECKPOINT, BEST = "config.json", "tokenizer.json", "checkpoint.safetensors", "best.safetensors"
 METRICS, SAMPLES, PLOT = "metrics.jsonl", "samples.txt", "loss.png"
+LOCK = ".lock"
 SAMPLE_HEADER = "--- step "  # each evaluation's sample in samples.txt starts so: "--- step N, ..."
 
 
@@ -44,13 +46,18 @@ class RunLock:
     ends, even by SIGKILL."""
 
     def __init__(self, directory: Path):
-        self.lock = filelock.FileLock(directory / ".lock")
+        self.lock = filelock.FileLock(directory / LOCK)
         try:
             self.lock.acquire(timeout=0)
         except filelock.Timeout:
             raise UserError(
-                f"Another trainer is using {directory} (it holds {directory / '.lock'}); wait for it to end, "
+                f"Another trainer is using {directory} (it holds {directory / LOCK}); wait for it to end, "
                 "or give another --out-dir."
+            ) from None
+        except OSError as err:  # a directory of another user's, or read-only: nothing was written in it
+            raise UserError(
+                f"Cannot write in {directory} ({err.strerror}); train as a user who may write there, or copy the "
+                "run (cp -r) and use the copy."
             ) from None
 
     def release(self) -> None:
@@ -58,29 +65,89 @@ class RunLock:
 
 
 # ---- creating, opening, reading back ---------------------------------------------------------
-def create(out_dir: str | None, name: str, info: dict[str, Any], tokenizer: Tokenizer) -> tuple[Path, RunLock]:
-    """A new run directory (--out-dir, empty or new; else runs/<name>-<date>-<time>),
-    locked, holding the run's config and vocabulary."""
+# A run has started once it saved a checkpoint. Before that its directory holds nothing worth
+# keeping: a start that fails removes what it made, and a start that was killed (so that it
+# could not) leaves a directory that the next start may take over.
+BEFORE_CHECKPOINT = {LOCK, CONFIG, TOKENIZER, BEST, METRICS, SAMPLES, PLOT}  # what a run writes before its checkpoint
+
+
+def check_out_dir(out: Path) -> None:
+    """A new run may go to `out`: it is new, empty, or left by a trainer that was killed
+    before its first checkpoint (its lock file, and nothing but what a run writes before then)."""
+    names = [p.name for p in out.iterdir()] if out.is_dir() else None
+    if out.exists() and not (names == [] or (names and LOCK in names and all(map(_before_a_checkpoint, names)))):
+        raise UserError(
+            f"{out} already exists and is not empty; give another --out-dir, or --resume {out} to continue the run it holds."
+        )
+
+
+def _before_a_checkpoint(name: str) -> bool:
+    return name in BEFORE_CHECKPOINT or (name.startswith(".") and ".tmp-" in name)  # (atomic_write's)
+
+
+def create(
+    out_dir: str | None, name: str, info: dict[str, Any], tokenizer: Tokenizer
+) -> tuple[Path, RunLock, Path | None]:
+    """A new run directory (--out-dir, as check_out_dir allows; else runs/<name>-<date>-<time>),
+    locked, holding the run's config and vocabulary; and the first folder it made, if it made one."""
     if out_dir:
         out = Path(out_dir)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise UserError(
-                f"{out} already exists and is not empty; give another --out-dir, or --resume {out} to continue the run it holds."
-            )
+        check_out_dir(out)
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out, n = Path("runs") / f"{name}-{stamp}", 1
         while out.exists():
             n += 1
             out = Path("runs") / f"{name}-{stamp}-{n}"
+    made = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"Cannot create the run directory {out} ({err.strerror}); give a writable --out-dir.") from None
-    lock = RunLock(out)
-    ckpt.write_json(out / CONFIG, info)
-    ckpt.atomic_write(out / TOKENIZER, tokenizer.to_json().encode())
-    return out, lock
+    try:
+        lock = RunLock(out)
+    except UserError:
+        _remove_folders(out, made)
+        raise
+    try:
+        check_out_dir(out)  # again, now that no other trainer can be writing in it
+        for stale in out.iterdir():  # what a start that was killed left behind
+            if stale.name != LOCK:
+                stale.unlink()
+        ckpt.write_json(out / CONFIG, info)
+        ckpt.atomic_write(out / TOKENIZER, tokenizer.to_json().encode())
+    except BaseException:
+        discard(out, made, lock)
+        raise
+    return out, lock, made
+
+
+def discard(out: Path, made: Path | None, lock: RunLock) -> None:
+    """Let go of a new run's `lock`; and if the run saved no checkpoint (one that did is a
+    run, and stays), undo it: the files it wrote (while it still holds the lock), then the
+    lock file and the folders it `made` (from `out` up to that one) that hold nothing else."""
+    if (out / CHECKPOINT).exists():
+        lock.release()
+        return
+    with contextlib.suppress(OSError):  # a cleaning-up that fails must not hide why the start failed
+        for path in out.iterdir():
+            if path.name != LOCK and _before_a_checkpoint(path.name):
+                path.unlink()
+    lock.release()
+    with contextlib.suppress(OSError):
+        (out / LOCK).unlink(missing_ok=True)
+    _remove_folders(out, made)
+
+
+def _remove_folders(out: Path, made: Path | None) -> None:
+    """Remove `out` and its parents up to `made` (None: none of them), each while it is empty."""
+    for folder in [out, *out.parents] if made is not None else []:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: not only ours
+            return
+        if folder == made:
+            return
 
 
 def read_info(path: Path) -> dict[str, Any]:

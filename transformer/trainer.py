@@ -59,6 +59,8 @@ def plan(given: dict[str, Any], flags: dict[str, dict[str, Any]]) -> Plan:
             )
         run = replace(run, dtype=info["dtype"], seed=info["seed"], corpus=given.get("corpus", info["corpus"]))
         return Plan(run, cfg.merged(info["config"], flags), Path(run.resume).name)
+    if run.out_dir:
+        rundir.check_out_dir(Path(run.out_dir))  # now, rather than after reading the corpus and building the model
     if run.init_from:
         described = [flag(name) for name in ("preset", "config") if name in given]
         if described:
@@ -95,6 +97,7 @@ class Trainer:
         self.step, self.best_val, self.best_step = 0, math.inf, -1
         self.evaluated_at: int | None = None  # a step whose evaluation a resumed checkpoint already holds
         self.lock: rundir.RunLock | None = None
+        self.made: Path | None = None  # the first folder a new run's directory made
         if run.resume:
             self.out = Path(run.resume)
             self.job.on_main(self._lock)
@@ -155,14 +158,16 @@ class Trainer:
             "init_from": self.run.init_from,
             "created": datetime.now().isoformat(timespec="seconds"),
         }
-        out, self.lock = rundir.create(self.run.out_dir, self.name, info, self.tokenizer)
+        out, self.lock, self.made = rundir.create(self.run.out_dir, self.name, info, self.tokenizer)
         return str(out)
 
     def autocast(self) -> tg.autocast:
         return tg.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.run.dtype == "bfloat16")
 
     def release(self) -> None:
-        """Let go of the run directory's lock."""
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        """Let go of the run directory's lock; a new run that saved no checkpoint leaves no directory."""
+        lock, self.lock = self.lock, None
+        if lock is not None and self.run.resume:
+            lock.release()
+        elif lock is not None:
+            rundir.discard(self.out, self.made, lock)
