@@ -144,3 +144,17 @@ def test_resuming_a_run_one_cannot_write_is_one_line_and_changes_nothing():
             code, _, err = run("sample", ["--from", str(trained), "--n-chars", "3"])  # reading it is fine
             assert_clean(code, err)
         assert files_of(trained) == before
+
+
+@pytest.mark.parametrize(
+    "command,argv,message",
+    [
+        ("train", ["--lr", "x"], "argument --lr: invalid float value: 'x'; see python -m transformer.train --help."),
+        ("train", ["--nope"], "unrecognized arguments: --nope"),
+        ("sample", [], "the following arguments are required: --from"),
+        ("test", ["--from", "r", "--top-k", "1.5"], "argument --top-k: invalid int value: '1.5'"),
+    ],
+)
+def test_a_flag_argparse_refuses_is_one_line(command, argv, message):
+    code, _, err = run(command, argv)  # was argparse's usage block, then the error
+    assert message in assert_clean(code, err)

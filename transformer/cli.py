@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -36,6 +37,14 @@ def pick_device(name: str) -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"Device type {device.type!r} is not supported; use auto, cpu, cuda, cuda:N or mps.")
     return device
+
+
+class Parser(argparse.ArgumentParser):
+    """A command line's parser whose errors are one line, as the commands' own are (argparse
+    would print its usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see {self.prog} --help.\n")
 
 
 def command(body: Callable[[], int | None]) -> int:

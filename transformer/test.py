@@ -12,7 +12,7 @@ import torch
 
 import tinygraph as tg
 
-from .cli import command, pick_device
+from .cli import Parser, command, pick_device
 from .config import check_section
 from .data import DEFAULT_CORPUS, IGNORE_INDEX, encode_seed, read_corpus, split, sweep, without_unknown
 from .errors import UserError
@@ -23,7 +23,7 @@ from .settings import SampleSettings, add_flags, given, options
 def sampling_parser(prog: str, description: str, **defaults: Any) -> argparse.ArgumentParser:
     """The flags of a command that samples from a run: --from RUN_DIR and SampleSettings
     (with this command's own `defaults`)."""
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = Parser(prog=prog, description=description)
     p.add_argument(
         "--from", dest="run_dir", required=True, metavar="RUN_DIR", help="a run directory written by transformer.train"
     )
