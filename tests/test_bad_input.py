@@ -2,6 +2,9 @@
 exit 2, and nothing saved is lost: one named test per kind of failure that was found
 (tests/test_generated_input.py searches for new ones)."""
 
+import json
+import os
+
 import pytest
 import torch
 from cli_runs import TEXT, as_another_user, assert_clean, files_of, read_only, run, shared_folder, trained_run
@@ -144,6 +147,94 @@ def test_resuming_a_run_one_cannot_write_is_one_line_and_changes_nothing():
             code, _, err = run("sample", ["--from", str(trained), "--n-chars", "3"])  # reading it is fine
             assert_clean(code, err)
         assert files_of(trained) == before
+
+
+# ---- config shapes -----------------------------------------------------------------------------
+LAYERS = '[[layers]]\ntype = "Embedding"\ndim = 8\n[[layers]]\ntype = "TemporalDense"\nout = "vocab"\n' \
+         '[[layers]]\ntype = "CrossEntropyLoss"\n'  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("model = 5\n" + LAYERS, "model must be a table"),
+        ("train = [1, 2]\n" + LAYERS, "train must be a table"),
+        ("layers = 5", "has no [[layers]]"),
+        ("layers = [1, 2]", "has no [[layers]]"),
+        (LAYERS.replace('"Embedding"', '"/etc/hostname:Layer"', 1), "is not a Python file; name a file ending in .py"),
+        (LAYERS.replace('"Embedding"', '":"', 1), "names no class"),
+        (LAYERS.replace("dim = 8", "dim = [8]"), "dim = [8] is out of range; it must be a positive integer"),
+        (LAYERS.replace("dim = 8", "dim = 1979-05-27"), "dim = datetime.date(1979, 5, 27) is out of range"),
+    ],
+)
+def test_a_config_of_any_shape_is_checked(tmp_path, text, message):
+    (tmp_path / "c.toml").write_text(text)
+    (tmp_path / "corpus.txt").write_text(TEXT)
+    code, _, err = run("train", ["--config", str(tmp_path / "c.toml"), "--corpus", str(tmp_path / "corpus.txt")])
+    assert message in assert_clean(code, err)  # (a file that is not .py was an AttributeError)
+
+
+# ---- a run directory's files, damaged or edited by hand ----------------------------------------
+@pytest.mark.parametrize(
+    "name,damage,message",
+    [
+        ("config.json", {}, "config.json lacks config, corpus, tokenizer, vocab_size, dtype, seed, init_from, created"),
+        ("config.json", [], "lacks config"),
+        ("config.json", {"config": 5}, "config = 5 is out of range; it must be a table"),
+        ("config.json", {"layers": [{"type": "Transformer"}]}, "layers[0]: unknown layer type 'Transformer'"),
+        ("config.json", {"seed": "1337"}, "seed = '1337' is out of range"),
+        ("config.json", {"dtype": "float16"}, "dtype = 'float16' is out of range; it must be one of"),
+        ("tokenizer.json", {"kind": ["char"], "vocab": ["a"]}, "is not a vocabulary this program wrote"),
+        ("tokenizer.json", {"kind": "char", "vocab": ["ab", 1]}, "is not a vocabulary this program wrote"),
+        ("tokenizer.json", "other run", "so they are of different runs"),
+        ("tokenizer.json", "not json", "is damaged (Unterminated string"),
+    ],
+)
+def test_a_damaged_run_file_is_one_line_naming_it_and_nothing_changes(tmp_path, name, damage, message):
+    trained = trained_run(tmp_path)
+    path = trained / name
+    if damage == "other run":
+        other = trained_run(tmp_path, "other", "--tokenizer", "word")
+        path.write_bytes((other / name).read_bytes())
+    elif damage == "not json":
+        path.write_text('{"kind": "char", "vo')
+    elif isinstance(damage, dict) and name == "config.json" and damage:
+        info = json.loads(path.read_text())
+        if "layers" in damage:
+            info["config"]["layers"][0]["type"] = "Transformer"
+        else:
+            info.update(damage)
+        path.write_text(json.dumps(info))
+    else:
+        path.write_text(json.dumps(damage))
+    before = files_of(trained)
+    for command, argv in [("train", ["--resume"]), ("test", ["--from"]), ("sample", ["--from"])]:
+        code, _, err = run(command, [*argv, str(trained), "--no-progress"][: 2 + (command == "train")])
+        line = assert_clean(code, err)  # was a KeyError (or a TypeError, an AttributeError) traceback
+        assert message in line and str(path) in line, line
+    assert files_of(trained) == before
+
+
+def test_resuming_drops_log_lines_that_are_not_records(tmp_path):
+    trained = trained_run(tmp_path)
+    metrics = trained / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '[1, 2]\n{"kind": "train", "step": "x"}\n\xff\n')  # was an AttributeError
+    code, _, err = run("train", ["--resume", str(trained), "--no-progress", "--max-iters", "1"])
+    assert_clean(code, err)
+    assert [json.loads(line)["kind"] for line in metrics.read_text().splitlines()] == ["eval", "train", "eval"]
+
+
+def test_resuming_with_a_log_one_cannot_read_changes_nothing():
+    with shared_folder() as folder:
+        trained = trained_run(folder)
+        for path in [trained, *trained.iterdir()]:  # another user's run that they may write, but one log unreadable
+            path.chmod(0o777 if path.is_dir() else 0 if path.name == "samples.txt" else 0o666)
+        before = files_of(trained)
+        with as_another_user():
+            code, _, err = run("train", ["--resume", str(trained), "--no-progress", "--max-iters", "1"])
+        if os.geteuid() == 0 or not os.access(trained / "samples.txt", os.R_OK):
+            assert "Cannot read" in assert_clean(code, err)  # was a PermissionError, after metrics.jsonl was rewritten
+            assert files_of(trained) == before
 
 
 @pytest.mark.parametrize(

@@ -103,12 +103,23 @@ class Tokenizer:
         return json.dumps({"kind": self.kind, "vocab": self.vocab}, ensure_ascii=False)
 
     @staticmethod
-    def from_json(text: str) -> Tokenizer:
-        data = json.loads(text)
+    def from_data(data: Any, where: str) -> Tokenizer:
+        """The tokenizer whose to_json() was parsed into `data`; anything else is a UserError naming `where`."""
         kinds = {cls.kind: cls for cls in (CharTokenizer, WordTokenizer)}
-        if not isinstance(data, dict) or data.get("kind") not in kinds or not isinstance(data.get("vocab"), list):
-            raise UserError("The tokenizer file is not one this program wrote; train the run again.")
-        return kinds[data["kind"]](data["vocab"])
+        kind, vocab = (data.get("kind"), data.get("vocab")) if isinstance(data, dict) else (None, None)
+        if not (
+            isinstance(kind, str)
+            and kind in kinds
+            and isinstance(vocab, list)
+            and vocab
+            and all(isinstance(t, str) and t and (len(t) == 1 or kind != "char") for t in vocab)
+            and len(set(vocab)) == len(vocab)
+        ):
+            raise UserError(
+                f"{where} is not a vocabulary this program wrote (its kind, char or word, and its distinct tokens); "
+                "restore it or train the run again."
+            )
+        return kinds[kind](vocab)
 
 
 class CharTokenizer(Tokenizer):

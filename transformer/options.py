@@ -148,6 +148,8 @@ def _describe(tp: Any, rng: Range | None) -> str:
         return rng.describe(tp is int) if rng else ("an integer" if tp is int else "a number")
     if tp is str:
         return "a string"
+    if tp is dict:
+        return "a table"
     return "any value" if tp is Any else f"a {getattr(tp, '__name__', tp)}"
 
 

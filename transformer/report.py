@@ -13,7 +13,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .rundir import BEST, CHECKPOINT, METRICS, PLOT, SAMPLE_HEADER, SAMPLES
+from .rundir import BEST, CHECKPOINT, METRICS, PLOT, SAMPLE_HEADER, SAMPLES, read_metrics
 
 
 class Report:
@@ -100,7 +100,7 @@ class Report:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        records = [json.loads(line) for line in (self.out / METRICS).read_text().splitlines() if line.strip()]
+        records = read_metrics(self.out)
         steps = [r for r in records if r["kind"] == "train"]
         evals = [r for r in records if r["kind"] == "eval"]
         fig, ax = plt.subplots(figsize=(7, 4))

@@ -26,10 +26,13 @@ import filelock
 import torch
 
 from . import checkpoint as ckpt
+from . import config as cfg
 from . import memory
 from .data import Tokenizer
 from .errors import UserError
 from .model import LanguageModel
+from .options import Option, at_least
+from .settings import RunSettings, options
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -150,13 +153,37 @@ def _remove_folders(out: Path, made: Path | None) -> None:
             return
 
 
+# What a run's config.json holds besides its config, checked as the flags they come from are.
+_RUN = options(RunSettings)
+INFO = {
+    "config": Option("config", dict),
+    "corpus": _RUN["corpus"],
+    "tokenizer": _RUN["tokenizer"],
+    "vocab_size": Option("vocab_size", int, range=at_least(1)),
+    "dtype": _RUN["dtype"],
+    "seed": _RUN["seed"],
+    "init_from": _RUN["init_from"],
+    "created": Option("created", str),
+}
+
+
 def read_info(path: Path) -> dict[str, Any]:
-    """A run's config.json, after checking that `path` is a run directory."""
+    """A run's config.json, after checking that `path` is a run directory, checked as a
+    config file is (a damaged or hand-edited one is a UserError that names it)."""
     if not path.is_dir():
         raise UserError(
             f"The run directory {path} does not exist; give a directory a training run wrote (under runs/)."
         )
-    return ckpt.read_json(path / CONFIG, "run config")
+    file = path / CONFIG
+    info = ckpt.read_json(file, "run config")
+    missing = [key for key in INFO if not isinstance(info, dict) or key not in info]
+    if missing:
+        raise UserError(
+            f"The run config {file} lacks {', '.join(missing)}, so it was not written by this trainer or was "
+            "edited; restore it or train the run again."
+        )
+    cfg.check_section(info, INFO, str(file))
+    return {**info, "config": cfg.check(info["config"], str(file))}
 
 
 def resumable(path: Path) -> dict[str, Any]:
@@ -169,10 +196,15 @@ def resumable(path: Path) -> dict[str, Any]:
 
 
 def read_tokenizer(path: Path) -> Tokenizer:
-    tokenizer_path = path / TOKENIZER
-    if not tokenizer_path.is_file():
-        raise UserError(f"{tokenizer_path} is missing, so {path} is not a complete run directory.")
-    return Tokenizer.from_json(tokenizer_path.read_text(encoding="utf-8"))
+    """The run's vocabulary, checked against its config.json (a vocabulary of another run is refused)."""
+    file, info = path / TOKENIZER, read_info(path)
+    tokenizer = Tokenizer.from_data(ckpt.read_json(file, "vocabulary"), str(file))
+    if (tokenizer.kind, len(tokenizer)) != (info["tokenizer"], info["vocab_size"]):
+        raise UserError(
+            f"{file} holds {len(tokenizer)} {tokenizer.kind} tokens but {path / CONFIG} says {info['vocab_size']} "
+            f"{info['tokenizer']} tokens, so they are of different runs; restore the run's own files."
+        )
+    return tokenizer
 
 
 @dataclass
@@ -188,8 +220,7 @@ class Run:
 def read_run(path: str | Path, device: torch.device, weights: str = BEST) -> Run:
     """Build the run's model from its config and load its weights (the best, by default)."""
     path = Path(path)
-    info = read_info(path)
-    tokenizer = read_tokenizer(path)
+    info, tokenizer = read_info(path), read_tokenizer(path)
     model = build_model(info["config"], len(tokenizer), info.get("dtype"), device)
     tensors, _ = ckpt.load_tensors(path / weights)
     ckpt.load_weights(model, tensors, path / weights)
@@ -257,13 +288,17 @@ def restore(t: Trainer) -> None:
         t.data_gen.set_state(tensors["rng.data"])
         if f"rng.cuda{suffix}" in tensors and t.device.type == "cuda":
             torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], t.device)
-        t.step, t.best_step = meta["step"], meta["best_step"]
-        t.evaluated_at = t.step if meta["evaluated"] else None
-    except (KeyError, ValueError, TypeError) as err:
+        step, best_step, evaluated, best_val = meta["step"], meta["best_step"], meta["evaluated"], meta["best_val"]
+        if not (_is_int(step) and step >= 0 and _is_int(best_step) and type(evaluated) is bool):
+            raise ValueError("its step is not a step")
+        if not (best_val is None or (type(best_val) in (int, float) and not math.isnan(best_val))):
+            raise ValueError("its best loss is not a number")
+    except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as err:
         raise UserError(
             f"The checkpoint {path} lacks the training state ({err}); it was not written by this trainer."
         ) from None
-    t.best_val = meta["best_val"] if meta["best_val"] is not None else math.inf
+    t.step, t.best_step, t.evaluated_at = step, best_step, step if evaluated else None
+    t.best_val = best_val if best_val is not None else math.inf
     t.schedule.base_lrs = [t.settings.lr] * len(t.schedule.base_lrs)  # a new --lr applies from here on
     t.schedule._apply()
 
@@ -278,21 +313,61 @@ def rng_state(device: torch.device) -> list[torch.Tensor]:
 
 def truncate_logs(path: Path, step: int, last_eval: int) -> None:
     """On resume: drop what the interrupted run logged after its checkpoint (training steps
-    after `step`, evaluations after `last_eval`), so that the metrics and samples read as one run."""
-    metrics = path / METRICS
-    if metrics.is_file():
-        keep = []
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by the kill
-            if record.get("step", 0) <= (step if record.get("kind") == "train" else last_eval):
-                keep.append(line)
-        ckpt.atomic_write(metrics, "".join(f"{line}\n" for line in keep).encode())
-    samples = path / SAMPLES
-    if samples.is_file():
-        sections = samples.read_text(encoding="utf-8").split(SAMPLE_HEADER)[1:]
+    after `step`, evaluations after `last_eval`), so that the metrics and samples read as one
+    run; and any line that is not a record (one cut short by a kill, or damaged)."""
+    logs = {name: _read_log(path / name) for name in (METRICS, SAMPLES) if (path / name).is_file()}  # both, then write
+    cut = {}
+    if METRICS in logs:
+        kept = [
+            line for line, r in _records(logs[METRICS]) if r["step"] <= (step if r["kind"] == "train" else last_eval)
+        ]
+        cut[METRICS] = "".join(f"{line}\n" for line in kept)
+    if SAMPLES in logs:
+        sections = logs[SAMPLES].split(SAMPLE_HEADER)[1:]
         steps = [section.split(",", 1)[0] for section in sections]
-        kept = [SAMPLE_HEADER + sec for sec, s in zip(sections, steps) if s.isdigit() and int(s) <= last_eval]
-        ckpt.atomic_write(samples, "".join(kept).encode())
+        cut[SAMPLES] = "".join(
+            SAMPLE_HEADER + sec for sec, s in zip(sections, steps) if s.isdigit() and int(s) <= last_eval
+        )
+    for name, text in cut.items():
+        if text != logs[name]:
+            ckpt.atomic_write(path / name, text.encode())
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl: a training step's loss, an evaluation's losses."""
+    return [record for _, record in _records(_read_log(path / METRICS))]
+
+
+RECORD_NUMBERS = {"train": ("loss",), "skip": ("loss", "grad_norm"), "eval": ("train_loss", "val_loss")}  # by kind
+
+
+def _records(metrics: str) -> list[tuple[str, dict[str, Any]]]:
+    """Each line of the text of metrics.jsonl that is a whole record, with its record."""
+    out = []
+    for line in metrics.splitlines():
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            continue  # a line cut short by a kill, or damaged
+        numbers = (
+            RECORD_NUMBERS.get(record.get("kind"))
+            if isinstance(record, dict) and isinstance(record.get("kind"), str)
+            else None
+        )
+        if numbers and _is_int(record.get("step")) and all(type(record.get(k)) in (int, float) for k in numbers):
+            out.append((line, record))
+    return out
+
+
+def _read_log(path: Path) -> str:
+    """A log of the run (metrics.jsonl, samples.txt) as text: a damaged byte is replaced, not fatal."""
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as err:
+        raise UserError(
+            f"Cannot read {path} ({err.strerror}); give it back its permissions, or run as its owner."
+        ) from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
