@@ -4,12 +4,16 @@ exit 2, and nothing saved is lost: one named test per kind of failure that was f
 
 import json
 import os
+import signal
+import threading
+import time
 
 import pytest
 import torch
 from cli_runs import TEXT, as_another_user, assert_clean, files_of, read_only, run, shared_folder, trained_run
 from configs import tiny_config
 
+from transformer import data, loop, rundir
 from transformer.data import WordTokenizer, split
 
 
@@ -249,3 +253,39 @@ def test_resuming_with_a_log_one_cannot_read_changes_nothing():
 def test_a_flag_argparse_refuses_is_one_line(command, argv, message):
     code, _, err = run(command, argv)  # was argparse's usage block, then the error
     assert message in assert_clean(code, err)
+
+
+# ---- Ctrl-C, and corpora that are not files ----------------------------------------------------
+def test_a_second_ctrl_c_during_the_evaluation_sample_exits_cleanly_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    def interrupted_twice(t):  # as a user pressing Ctrl-C twice while the sample is written
+        os.kill(os.getpid(), signal.SIGINT)  # the first asks the loop to stop after this step
+        os.kill(os.getpid(), signal.SIGINT)  # the second stops at once
+        time.sleep(1)  # (where the KeyboardInterrupt arrives)
+
+    monkeypatch.setattr(loop, "sample", interrupted_twice)
+    code, _, err = train_tiny(tmp_path)
+    assert code == 130 and "Traceback" not in err, err  # was a KeyboardInterrupt traceback
+    assert (
+        err.strip()
+        == f"stopped: Ctrl-C stopped the trainer at once; {tmp_path / 'run'} keeps its checkpoint of step 0."
+    )
+    assert rundir.checkpoint_step(tmp_path / "run") == 0
+
+
+def test_a_corpus_that_is_a_named_pipe_says_it_waits_for_a_writer(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "PIPE_PATIENCE_S", 0.1)
+    os.mkfifo(tmp_path / "pipe")
+
+    def writer():
+        time.sleep(1)
+        (tmp_path / "pipe").write_text(TEXT)
+
+    threading.Thread(target=writer, daemon=True).start()
+    code, _, err = train_tiny(tmp_path, "--corpus", str(tmp_path / "pipe"))  # was: silence until a writer came
+    assert_clean(code, err)
+    assert f"warning: the corpus {tmp_path / 'pipe'} is a named pipe (FIFO) that nothing writes to yet" in err
+
+
+def test_a_corpus_that_is_a_device_is_refused():
+    code, _, err = run("train", ["--corpus", "/dev/zero"])  # was: reading for ever
+    assert "The corpus /dev/zero is not a file" in assert_clean(code, err)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -49,13 +50,16 @@ class Parser(argparse.ArgumentParser):
 
 def command(body: Callable[[], int | None]) -> int:
     """Run a command line's body: warnings and UserErrors as one line on stderr, exit code 2
-    for a UserError, else what the body returns (0 by default)."""
+    for a UserError (130 for Ctrl-C), else what the body returns (0 by default)."""
     one_line_warnings()
     try:
         return body() or 0
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stopped: Ctrl-C stopped the command.", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def one_line_warnings() -> None:

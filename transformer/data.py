@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import stat
+import threading
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -52,8 +54,11 @@ def read_corpus(path: str | None) -> str:
         )
     if resolved.is_dir():
         raise UserError(f"The corpus {path} is a directory; give one UTF-8 text file.")
+    kind = resolved.stat().st_mode
+    if not (stat.S_ISREG(kind) or stat.S_ISFIFO(kind)):  # a device (endless, or a terminal) or a socket
+        raise UserError(f"The corpus {path} is not a file (a device or a socket?); give a UTF-8 text file.")
     try:
-        raw = resolved.read_bytes()
+        raw = _read_pipe(resolved, path) if stat.S_ISFIFO(kind) else resolved.read_bytes()
     except OSError as err:
         raise UserError(f"The corpus {path} cannot be read ({err.strerror}); check its permissions.") from None
     if not raw.strip():
@@ -67,6 +72,26 @@ def read_corpus(path: str | None) -> str:
     if "\x00" in text:
         raise UserError(f"The corpus {path} holds NUL bytes, so it is binary, not text; give a UTF-8 text file.")
     return text
+
+
+PIPE_PATIENCE_S = 1.0  # how long a pipe may keep the reader waiting before it says why it waits
+
+
+def _read_pipe(pipe: Path, path: str | None) -> bytes:
+    """All a named pipe gives: opening it waits for a writer, and after PIPE_PATIENCE_S says so."""
+    waiting = threading.Timer(
+        PIPE_PATIENCE_S,
+        warnings.warn,
+        [f"the corpus {path} is a named pipe (FIFO) that nothing writes to yet; waiting for a writer (Ctrl-C to stop)"],
+    )
+    waiting.daemon = True
+    waiting.start()
+    try:
+        with open(pipe, "rb") as f:
+            waiting.cancel()
+            return f.read()
+    finally:
+        waiting.cancel()
 
 
 class Tokenizer:

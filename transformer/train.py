@@ -10,13 +10,14 @@ training loop), rundir (the run directory), report (what the run tells).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
 import torch
 
 from . import config as cfg
-from . import distributed, loop
+from . import distributed, loop, rundir
 from .cli import Parser, one_line_warnings
 from .errors import UserError
 from .settings import SECTIONS, ModelSettings, RunSettings, TrainSettings, add_flags, given, meta, shown
@@ -68,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         rank = f" (process {job.rank} of {job.world})" if job.rank else ""
         print(f"error{rank}: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C, which stops at once; or one before training started
+        saved = rundir.checkpoint_step(trainer.out) if trainer is not None and trainer.lock is not None else None
+        kept = f"{trainer.out} keeps its checkpoint of step {saved}" if saved is not None else "no run was saved"
+        print(f"stopped: Ctrl-C stopped the trainer at once; {kept}.", file=sys.stderr)
+        return 128 + signal.SIGINT
     except torch.distributed.DistBackendError as err:  # another process of the job is gone
         print(
             f"error (process {job.rank} of {job.world}): the job lost a process ({str(err).splitlines()[0]}); "
