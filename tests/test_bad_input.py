@@ -289,3 +289,12 @@ def test_a_corpus_that_is_a_named_pipe_says_it_waits_for_a_writer(tmp_path, monk
 def test_a_corpus_that_is_a_device_is_refused():
     code, _, err = run("train", ["--corpus", "/dev/zero"])  # was: reading for ever
     assert "The corpus /dev/zero is not a file" in assert_clean(code, err)
+
+
+# ---- a learning rate that is finite but blows the weights up -----------------------------------
+@pytest.mark.parametrize("interval", ["1", "100"])  # (found by the evaluation after the update, or the next step)
+def test_a_learning_rate_that_blows_the_weights_up_stops_in_one_line_and_keeps_the_good_checkpoint(tmp_path, interval):
+    code, _, err = train_tiny(tmp_path, "--lr", "1e300", "--max-iters", "3", "--eval-interval", interval)
+    line = assert_clean(code, err)  # were a multinomial's traceback, and detect_anomaly's stack as the error
+    assert "the checkpoint of step 0 is kept" in line and "Resume with a lower --lr" in line
+    assert rundir.checkpoint_step(tmp_path / "run") == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import signal
 import time
 from functools import partial
@@ -139,8 +140,11 @@ def diagnose(t: Trainer, x: torch.Tensor, y: torch.Tensor, rng: list[torch.Tenso
             with t.autocast():
                 _, loss = t.model(tg.Tensor(x[-1]), tg.Tensor(y[-1]))
             loss.backward()
-    except RuntimeError as err:
-        return f"Replayed under detect_anomaly: {err}"
+    except RuntimeError as err:  # its message ends in the stack of the op's call: one line names the op and where
+        what = str(err).splitlines()[0].rsplit(". It", 1)[0].removeprefix("detect_anomaly: ")
+        calls = re.findall(r'File "([^"]+)", line (\d+)', str(err))
+        where = f", called at {calls[-1][0]}:{calls[-1][1]}" if calls else ""
+        return f"Replayed under detect_anomaly: {what}{where}."
     finally:
         t.optimizer.zero_grad()
     return "Replayed in eager mode, the step stayed finite: the fault did not repeat."
@@ -154,6 +158,13 @@ def learning_rate(t: Trainer) -> float:
 def evaluate(t: Trainer, report: Report) -> None:
     """Losses on both splits, the best weights, the plateau schedule, a checkpoint, a sample."""
     losses = t.job.broadcast(estimate_losses(t) if t.job.main else None)
+    if not all(map(math.isfinite, losses.values())):  # the last update made the weights NaN or Inf: save none of them
+        saved = rundir.checkpoint_step(t.out)
+        kept = f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint was saved yet"
+        raise UserError(
+            f"Step {t.step}: the evaluation's losses are {losses['train']} and {losses['val']}: the last update made "
+            f"the weights NaN or Inf, so training stops; {kept}. Resume with a lower --lr or a --grad-clip."
+        )
     lr = learning_rate(t)
     best = losses["val"] < t.best_val
     if best:
