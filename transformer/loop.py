@@ -37,11 +37,10 @@ def train(t: Trainer) -> int:
     report.progress(t.step, s.max_iters)
     step = Step(t, report)
     started = time.perf_counter()
-    batch = f"{s.batch_size} sequences of {t.block_size} tokens" + f" in {s.grad_accum} micro-batches" * (
-        s.grad_accum > 1
-    )
+    accum = f" in {s.grad_accum} micro-batches" if s.grad_accum > 1 else ""
+    batch = f"A step of {s.batch_size} sequences of {t.block_size} tokens{accum}"
     room = "lower --batch-size, --grad-accum or --block-size, or the model's sizes"
-    with stop_signals() as stop, memory.fits(f"A step of {batch}", room):
+    with stop_signals() as stop, memory.fits(batch, room):
         while True:
             if (t.step % s.eval_interval == 0 or t.step == s.max_iters) and t.step != t.evaluated_at:
                 evaluate(t, report)
@@ -99,12 +98,16 @@ class Step:
             self.report.skipped(t.step + 1, loss, norm)
             return
         where = diagnose(t, x, y, rng)
-        saved = rundir.checkpoint_step(t.out)
-        kept = f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint was saved yet"
         raise UserError(
-            f"Step {t.step + 1}: the loss is {loss} and the grads' norm {norm}, so training stops; {kept}. "
+            f"Step {t.step + 1}: the loss is {loss} and the grads' norm {norm}, so training stops; {kept(t)}. "
             f"{where} Resume with a lower --lr or a --grad-clip, or train with --on-nan skip."
         )
+
+
+def kept(t: Trainer) -> str:
+    """What a run that stops keeps."""
+    saved = rundir.checkpoint_step(t.out)
+    return f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint was saved yet"
 
 
 def grads(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,12 +161,10 @@ def learning_rate(t: Trainer) -> float:
 def evaluate(t: Trainer, report: Report) -> None:
     """Losses on both splits, the best weights, the plateau schedule, a checkpoint, a sample."""
     losses = t.job.broadcast(estimate_losses(t) if t.job.main else None)
-    if not all(map(math.isfinite, losses.values())):  # the last update made the weights NaN or Inf: save none of them
-        saved = rundir.checkpoint_step(t.out)
-        kept = f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint was saved yet"
+    if not all(map(math.isfinite, losses.values())):  # (the last update made the weights NaN or Inf): save none
         raise UserError(
-            f"Step {t.step}: the evaluation's losses are {losses['train']} and {losses['val']}: the last update made "
-            f"the weights NaN or Inf, so training stops; {kept}. Resume with a lower --lr or a --grad-clip."
+            f"Step {t.step}: the evaluation's losses are {losses['train']} and {losses['val']}, so training stops (the "
+            f"weights or the model's outputs hold NaN or Inf); {kept(t)}. Resume with a lower --lr or a --grad-clip."
         )
     lr = learning_rate(t)
     best = losses["val"] < t.best_val
