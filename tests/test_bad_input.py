@@ -80,6 +80,18 @@ def test_sizes_that_cannot_fit_in_memory_name_the_setting_and_leave_no_run(tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def test_a_huge_repeat_of_a_layer_without_weights_is_refused_before_it_is_built(tmp_path):
+    dropouts = '[[layers]]\ntype = "Dropout"\nrepeat = 4611686018427387904\n'
+    (tmp_path / "c.toml").write_text(
+        tiny_config(dim=8).replace('[[layers]]\ntype = "LayerNorm"', dropouts + '[[layers]]\ntype = "LayerNorm"')
+    )
+    (tmp_path / "corpus.txt").write_text(TEXT)
+    code, _, err = run("train", ["--config", str(tmp_path / "c.toml"), "--corpus", str(tmp_path / "corpus.txt")])
+    assert "layers[3] (Dropout) and its 4611686018427387904 copies alone need" in assert_clean(
+        code, err
+    )  # was: building for ever
+
+
 # ---- flags that a command would ignore ---------------------------------------------------------
 @pytest.mark.parametrize(
     "extra",

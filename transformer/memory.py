@@ -13,6 +13,8 @@ import torch
 
 from .errors import UserError
 
+A_MODULE = 1024  # bytes: about what a layer without weights takes (a Python object and its dicts)
+
 
 @contextlib.contextmanager
 def fits(what: str, change: str) -> Iterator[None]:

@@ -46,7 +46,7 @@ class LanguageModel(nn.Module):
 
     def _build(self, tables: list[dict[str, Any]]) -> list[nn.Module]:
         built: list[nn.Module] = []
-        weights = 0  # bytes: of the layers built so far, and of a repeated layer's copies to come
+        need = 0  # bytes: of the layers built so far, and of a repeated layer's copies to come
         width = self.vocab_size  # token ids: one feature per token of the vocabulary (the Embedding's rows)
         for i, table in enumerate(tables):
             if i == len(tables) - 1 and width != self.vocab_size:  # the loss takes one logit per token
@@ -69,8 +69,9 @@ class LanguageModel(nn.Module):
                 except ValueError as err:
                     raise UserError(f"{where} does not fit: {err}") from None
                 if copy == 0:
-                    weights += repeat * sum(p.numel() * p.element_size() for p in layer.parameters())
-                    self._check_weights_fit(weights, repeat, where)
+                    weights = sum(p.numel() * p.element_size() for p in layer.parameters())
+                    need += repeat * max(weights, memory.A_MODULE)
+                    self._check_layers_fit(need, repeat, where)
                 if getattr(layer, "tied", False):
                     self._tie(layer, built[0], where)
                 self.calls.append(LayerCall(table["type"], width, kwargs))
@@ -79,16 +80,16 @@ class LanguageModel(nn.Module):
         return built
 
     @staticmethod
-    def _check_weights_fit(need: int, repeat: int, where: str) -> None:
-        """Refuse a stack whose weights alone (`need` bytes, up to `where` and its `repeat`
+    def _check_layers_fit(need: int, repeat: int, where: str) -> None:
+        """Refuse a stack whose layers alone (`need` bytes, up to `where` and its `repeat`
         copies) would not fit in the machine's memory, before building more of it: many
         layers that each fit would fill the memory slowly rather than fail."""
         have = memory.physical()
         if have is not None and need > have:
             copies = f" and its {repeat} copies" if repeat > 1 else ""
             raise UserError(
-                f"The weights of the layers up to {where}{copies} alone need {memory.gigabytes(need)}, more than "
-                f"this machine's {memory.gigabytes(have)}; lower repeat or the layers' sizes."
+                f"The layers up to {where}{copies} alone need {memory.gigabytes(need)}, more than this machine's "
+                f"{memory.gigabytes(have)}; lower repeat or the layers' sizes."
             )
 
     @staticmethod
