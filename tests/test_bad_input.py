@@ -310,3 +310,16 @@ def test_a_learning_rate_that_blows_the_weights_up_stops_in_one_line_and_keeps_t
     line = assert_clean(code, err)  # were a multinomial's traceback, and detect_anomaly's stack as the error
     assert "the checkpoint of step 0 is kept" in line and "Resume with a lower --lr" in line
     assert rundir.checkpoint_step(tmp_path / "run") == 0
+
+
+@pytest.mark.parametrize("command", ["train", "sample"])
+def test_a_path_inside_a_folder_one_may_not_enter_is_one_line(command):
+    with shared_folder() as folder:
+        (folder / "private" / "run").mkdir(parents=True)
+        (folder / "private").chmod(0)
+        with as_another_user():
+            code, _, err = run(
+                command, ["--out-dir" if command == "train" else "--from", str(folder / "private" / "run")]
+            )
+        line = assert_clean(code, err)  # was a PermissionError traceback
+        assert f"{folder / 'private' / 'run'}: Permission denied; check the path and its permissions" in line

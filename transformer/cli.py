@@ -54,12 +54,20 @@ def command(body: Callable[[], int | None]) -> int:
     one_line_warnings()
     try:
         return body() or 0
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (UserError, OSError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stopped: Ctrl-C stopped the command.", file=sys.stderr)
         return 128 + signal.SIGINT
+
+
+def one_line(err: UserError | OSError) -> str:
+    """A UserError's message; or what the system refused (a path one may not look into,
+    say), where no check came first."""
+    if isinstance(err, UserError):
+        return str(err)
+    return f"{err.filename or 'a file'}: {err.strerror or err}; check the path and its permissions."
 
 
 def one_line_warnings() -> None:

@@ -77,8 +77,11 @@ BEFORE_CHECKPOINT = {LOCK, CONFIG, TOKENIZER, BEST, METRICS, SAMPLES, PLOT}  # w
 def check_out_dir(out: Path) -> None:
     """A new run may go to `out`: it is new, empty, or left by a trainer that was killed
     before its first checkpoint (its lock file, and nothing but what a run writes before then)."""
+    if not out.exists():
+        return
     names = [p.name for p in out.iterdir()] if out.is_dir() else None
-    if out.exists() and not (names == [] or (names and LOCK in names and all(map(_before_a_checkpoint, names)))):
+    killed_before_a_checkpoint = names and LOCK in names and all(map(_before_a_checkpoint, names))
+    if names != [] and not killed_before_a_checkpoint:
         raise UserError(
             f"{out} already exists and is not empty; give another --out-dir, or --resume {out} to continue the run it holds."
         )

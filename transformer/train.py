@@ -18,7 +18,7 @@ import torch
 
 from . import config as cfg
 from . import distributed, loop, rundir
-from .cli import Parser, one_line_warnings
+from .cli import Parser, one_line, one_line_warnings
 from .errors import UserError
 from .settings import SECTIONS, ModelSettings, RunSettings, TrainSettings, add_flags, given, meta, shown
 from .trainer import NO_ARGUMENT_ITERS, Trainer, plan
@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         job, device = distributed.start(what.run.dist_backend, what.run.device)
         trainer = Trainer(what, job, device)
         return loop.train(trainer)
-    except UserError as err:
+    except (UserError, OSError) as err:
         rank = f" (process {job.rank} of {job.world})" if job.rank else ""
-        print(f"error{rank}: {err}", file=sys.stderr)
+        print(f"error{rank}: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a second Ctrl-C, which stops at once; or one before training started
         saved = rundir.checkpoint_step(trainer.out) if trainer is not None and trainer.lock is not None else None
