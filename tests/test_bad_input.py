@@ -140,12 +140,12 @@ def test_a_directory_left_by_a_start_killed_before_its_checkpoint_is_reused(tmp_
     assert (killed / "checkpoint.safetensors").is_file() and not (killed / ".tokenizer.json.tmp-12345").exists()
 
 
-@pytest.mark.parametrize("other", ["notes.txt", "checkpoint.safetensors"])
+@pytest.mark.parametrize("other", ["notes.txt", "checkpoint.safetensors", "metrics.jsonl/"])
 def test_a_directory_holding_anything_else_is_not_taken(tmp_path, other):
     out = tmp_path / "run"
     out.mkdir()
     for name in (".lock", "config.json", other):
-        (out / name).write_text("mine")
+        (out / name).mkdir() if name.endswith("/") else (out / name).write_text("mine")
     before = files_of(out)
     code, _, err = train_tiny(tmp_path)
     assert "already exists and is not empty" in assert_clean(code, err)

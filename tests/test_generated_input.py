@@ -8,7 +8,7 @@ kind of failure these found.
 The drawn values stay cheap: sizes are small or far beyond any machine (never in between,
 where a run would really fill the memory), and the work budgets (--max-iters, --eval-iters,
 --sample-chars, --n-chars) are drawn small, zero, negative or not numbers at all. --compile
-is left out (compiling takes a minute; tests/test_fast_path.py compiles the step)."""
+is left out (compiling takes a minute; tests/test_fast_path.py trains with it)."""
 
 import contextlib
 import json

@@ -88,7 +88,6 @@ def _read_pipe(pipe: Path, path: str | None) -> bytes:
     waiting.start()
     try:
         with open(pipe, "rb") as f:
-            waiting.cancel()
             return f.read()
     finally:
         waiting.cancel()

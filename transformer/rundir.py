@@ -79,16 +79,19 @@ def check_out_dir(out: Path) -> None:
     before its first checkpoint (its lock file, and nothing but what a run writes before then)."""
     if not out.exists():
         return
-    names = [p.name for p in out.iterdir()] if out.is_dir() else None
-    killed_before_a_checkpoint = names and LOCK in names and all(map(_before_a_checkpoint, names))
-    if names != [] and not killed_before_a_checkpoint:
+    held = list(out.iterdir()) if out.is_dir() else None
+    killed_before_a_checkpoint = held and any(p.name == LOCK for p in held) and all(map(_before_a_checkpoint, held))
+    if held != [] and not killed_before_a_checkpoint:
         raise UserError(
             f"{out} already exists and is not empty; give another --out-dir, or --resume {out} to continue the run it holds."
         )
 
 
-def _before_a_checkpoint(name: str) -> bool:
-    return name in BEFORE_CHECKPOINT or (name.startswith(".") and ".tmp-" in name)  # (atomic_write's)
+def _before_a_checkpoint(path: Path) -> bool:
+    name = path.name
+    return path.is_file() and (
+        name in BEFORE_CHECKPOINT or (name.startswith(".") and ".tmp-" in name)
+    )  # (atomic_write's)
 
 
 def create(
@@ -137,7 +140,7 @@ def discard(out: Path, made: Path | None, lock: RunLock) -> None:
         return
     with contextlib.suppress(OSError):  # a cleaning-up that fails must not hide why the start failed
         for path in out.iterdir():
-            if path.name != LOCK and _before_a_checkpoint(path.name):
+            if path.name != LOCK and _before_a_checkpoint(path):
                 path.unlink()
     lock.release()
     with contextlib.suppress(OSError):
