@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 
 import pytest
 import torch
@@ -285,11 +286,18 @@ def test_a_second_ctrl_c_during_the_evaluation_sample_exits_cleanly_and_keeps_th
 
 
 def test_a_corpus_that_is_a_named_pipe_says_it_waits_for_a_writer(tmp_path, monkeypatch):
+    said, warn = threading.Event(), warnings.warn
+
+    def warn_and_tell(*args):
+        warn(*args)
+        said.set()
+
     monkeypatch.setattr(data, "PIPE_PATIENCE_S", 0.1)
+    monkeypatch.setattr(warnings, "warn", warn_and_tell)
     os.mkfifo(tmp_path / "pipe")
 
-    def writer():
-        time.sleep(1)
+    def writer():  # comes once the trainer said that it waits
+        said.wait(60)
         (tmp_path / "pipe").write_text(TEXT)
 
     threading.Thread(target=writer, daemon=True).start()
