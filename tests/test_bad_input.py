@@ -72,13 +72,24 @@ def train_tiny(folder, *extra, **config):
         (["--batch-size", str(10**30)], {}, "(a size beyond any machine's); lower --batch-size"),
         ([], {"block_size": 10**11}, "layers[1] (PositionalEmbedding) with block_size = 100000000000 on a width "
                                      "of 8 needs more memory than there is"),
-        ([], {"blocks": 10**9}, "layers[2] (Block) and its 1000000000 copies alone need"),
+        ([], {"blocks": 10**9}, "layers[2] (Block) and its 1000000000 copies would need"),
     ],
 )  # fmt: skip
 def test_sizes_that_cannot_fit_in_memory_name_the_setting_and_leave_no_run(tmp_path, extra, config, message):
     code, _, err = train_tiny(tmp_path, *extra, **config)  # was an allocator's traceback
     assert message in assert_clean(code, err)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "test", "sample"])
+def test_a_text_too_long_for_memory_is_refused_before_it_is_generated(tmp_path, command):
+    trained = trained_run(tmp_path)
+    if command == "train":
+        code, _, err = train_tiny(tmp_path, "--sample-chars", str(2**62), "--out-dir", str(tmp_path / "new"))
+    else:
+        code, _, err = run(command, ["--from", str(trained), "--n-chars", str(2**62)])
+    assert "4,611,686,018,427,387,904 tokens would need" in assert_clean(code, err)  # was: generating for ever
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_huge_repeat_of_a_layer_without_weights_is_refused_before_it_is_built(tmp_path):
@@ -88,7 +99,7 @@ def test_a_huge_repeat_of_a_layer_without_weights_is_refused_before_it_is_built(
     )
     (tmp_path / "corpus.txt").write_text(TEXT)
     code, _, err = run("train", ["--config", str(tmp_path / "c.toml"), "--corpus", str(tmp_path / "corpus.txt")])
-    assert "layers[3] (Dropout) and its 4611686018427387904 copies alone need" in assert_clean(
+    assert "layers[3] (Dropout) and its 4611686018427387904 copies would need" in assert_clean(
         code, err
     )  # was: building for ever
 

@@ -27,6 +27,7 @@ from .trainer import Trainer
 def train(t: Trainer) -> int:
     """Train until max_iters, or until a signal asks to stop; returns the exit code."""
     s = t.settings
+    memory.check_room(8 * (1 + s.sample_chars), f"A sample of {s.sample_chars:,} tokens", "lower --sample-chars")
     report = Report(t.out, t.job.main, progress=not t.run.no_progress)
     if t.step >= s.max_iters and t.evaluated_at == t.step:  # a finished run, resumed as it was
         report.complete(t.step, s.max_iters, t.best_val, t.best_step)

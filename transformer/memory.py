@@ -1,6 +1,6 @@
 """Sizes that cannot fit: an allocation that fails, turned into a UserError that says what
-to make smaller, and the machine's memory, which a stack's repeated layers are checked
-against before they are built."""
+to make smaller, and the machine's memory, which what grows slowly (a stack's repeated
+layers, a generated text) is checked against before it starts."""
 
 from __future__ import annotations
 
@@ -44,6 +44,15 @@ def _asked(err: BaseException) -> str:
         return f"it asked for {gigabytes(int(asked.group(1)))}"
     asked = re.search(r"[Tt]ried to allocate ([\d.]+ \w+)", str(err))
     return f"it asked for {asked.group(1)}" if asked else "a size beyond any machine's"
+
+
+def check_room(need: int, what: str, change: str) -> None:
+    """Refuse, before it starts, what would need more than this machine's memory (`need`
+    bytes): something that grows slowly (copies of a layer, tokens of a text) would fill
+    the memory rather than fail."""
+    have = physical()
+    if have is not None and need > have:
+        raise UserError(f"{what} would need {gigabytes(need)}, more than this machine's {gigabytes(have)}; {change}.")
 
 
 def gigabytes(n: float) -> str:

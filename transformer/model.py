@@ -71,26 +71,14 @@ class LanguageModel(nn.Module):
                 if copy == 0:
                     weights = sum(p.numel() * p.element_size() for p in layer.parameters())
                     need += repeat * max(weights, memory.A_MODULE)
-                    self._check_layers_fit(need, repeat, where)
+                    copies = f" and its {repeat} copies" if repeat > 1 else ""
+                    memory.check_room(need, f"The layers up to {where}{copies}", "lower repeat or the layers' sizes")
                 if getattr(layer, "tied", False):
                     self._tie(layer, built[0], where)
                 self.calls.append(LayerCall(table["type"], width, kwargs))
                 built.append(layer)
                 width = declared.width_after(kwargs, width)
         return built
-
-    @staticmethod
-    def _check_layers_fit(need: int, repeat: int, where: str) -> None:
-        """Refuse a stack whose layers alone (`need` bytes, up to `where` and its `repeat`
-        copies) would not fit in the machine's memory, before building more of it: many
-        layers that each fit would fill the memory slowly rather than fail."""
-        have = memory.physical()
-        if have is not None and need > have:
-            copies = f" and its {repeat} copies" if repeat > 1 else ""
-            raise UserError(
-                f"The layers up to {where}{copies} alone need {memory.gigabytes(need)}, more than this machine's "
-                f"{memory.gigabytes(have)}; lower repeat or the layers' sizes."
-            )
 
     @staticmethod
     def _tie(layer: nn.Module, embedding: nn.Module, where: str) -> None:

@@ -12,6 +12,7 @@ import torch
 
 import tinygraph as tg
 
+from . import memory
 from .cli import Parser, command, pick_device
 from .config import check_section
 from .data import DEFAULT_CORPUS, IGNORE_INDEX, encode_seed, read_corpus, split, sweep, without_unknown
@@ -43,6 +44,7 @@ def generate(run: Run, s: SampleSettings) -> str:
     if seed_text is None:
         seed_text = "\n" if "\n" in run.tokenizer.index else run.tokenizer.vocab[0]
     ids = torch.tensor([encode_seed(seed_text, run.tokenizer)], device=run.model.layers[0].weight.device)
+    memory.check_room(ids.element_size() * (ids.numel() + s.n_chars), f"{s.n_chars:,} tokens", "lower --n-chars")
     gen = torch.Generator(device=ids.device).manual_seed(s.seed)
     out = run.model.generate(tg.Tensor(ids), s.n_chars, s.temperature, s.top_k, gen)
     return run.tokenizer.decode(out.data[0])
