@@ -167,10 +167,21 @@ scalars = st.one_of(
     st.sampled_from(["", "vocab", "x", "Block", "Embedding", "my.py:Layer", "json:loads", ":", "a" * 30]),
     st.sampled_from(["1979-05-27", "07:32:00", "1979-05-27T07:32:00Z"]).map(lambda s: ("date", s)),
 )
-shapes = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("abc"), inner, max_size=2),
-    max_leaves=5,
-)  # fmt: skip
+
+
+def arrays_and_tables(inner: st.SearchStrategy, keys: st.SearchStrategy) -> st.SearchStrategy:
+    return st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3)
+
+
+def toml_arrays_and_tables(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return arrays_and_tables(inner, st.sampled_from("abc"))
+
+
+def json_arrays_and_tables(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return arrays_and_tables(inner, st.text(max_size=8))
+
+
+shapes = st.recursive(scalars, toml_arrays_and_tables, max_leaves=5)
 toml_values = st.one_of(scalars, scalars, scalars, shapes)  # mostly a value in place of a value, sometimes a shape
 LAYER_KEYS = ["dim", "heads", "hidden", "out", "p", "repeat", "tied", "bias", "dropout", "type", "block_size", "x"]
 PARTS = ["setting"] * 3 + ["layer key"] * 3 + ["add layer"] * 2 + ["drop layer", "section", "layers"]
@@ -265,7 +276,7 @@ RUN_FILES = ["config.json", "tokenizer.json", "checkpoint.safetensors", "best.sa
              "samples.txt"]  # fmt: skip
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 2**70) | st.floats(allow_nan=False) | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    json_arrays_and_tables,
     max_leaves=6,
 )
 
