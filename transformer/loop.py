@@ -186,7 +186,7 @@ def sample(t: Trainer) -> str:
     if not t.settings.sample_chars:
         return ""
     prompt = t.tokenizer.index.get("\n", int(t.splits.val[0]))
-    gen = torch.Generator(device=t.device).manual_seed(t.run.seed + 3)
+    gen = torch.Generator().manual_seed(t.run.seed + 3)  # sampling draws on the CPU (transformer.generation)
     ids = tg.Tensor(torch.tensor([[prompt]], device=t.device))
     out = t.model.generate(ids, t.settings.sample_chars, SampleSettings.temperature, generator=gen)
     return t.tokenizer.decode(out.data[0])
