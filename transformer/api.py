@@ -145,7 +145,10 @@ def generator(seed: int | None) -> torch.Generator:
     if seed is None:
         gen.seed()
         return gen
-    try:
-        return gen.manual_seed(seed)
-    except (RuntimeError, ValueError):
-        raise UserError(f"seed = {seed} does not fit in 64 bits; give a seed from 0 to {2**64 - 1}.") from None
+    return gen.manual_seed(check_seed(seed))
+
+
+def check_seed(seed: int) -> int:
+    if not -(2**63) <= seed < 2**64:  # what a torch generator takes
+        raise UserError(f"seed = {seed} does not fit in 64 bits; give a seed from 0 to {2**64 - 1}.")
+    return seed

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from .api import TrainedModel, load
+from .api import TrainedModel, check_seed, load
 from .cli import command
 from .config import check_section
 from .errors import UserError
@@ -34,7 +34,9 @@ def sampling_settings(args: argparse.Namespace, **defaults: Any) -> SampleSettin
     check_section(values, options(SampleSettings), "command line")
     if values.get("seed_text") is not None and values.get("seed_file") is not None:
         raise UserError("--seed-text and --seed-file both give the text to continue; give only one.")
-    return SampleSettings(**values)
+    s = SampleSettings(**values)
+    check_seed(s.seed + s.num_samples - 1)  # the last sample's
+    return s
 
 
 def load_run(args: argparse.Namespace, s: SampleSettings) -> TrainedModel:
@@ -58,10 +60,10 @@ def prompt(s: SampleSettings, m: TrainedModel) -> str:
         ) from None
 
 
-def write_samples(m: TrainedModel, s: SampleSettings, out: TextIO | None = None) -> None:
+def write_samples(m: TrainedModel, s: SampleSettings, text: str, out: TextIO | None = None) -> None:
     """Each sample, the text it continues and then its tokens as they are made (on
     standard output by default); several under a header naming the seed that draws each again."""
-    out, text = out or sys.stdout, prompt(s, m)
+    out = out or sys.stdout
     for i in range(s.num_samples):
         pieces = m.generate(text, s.max_new_tokens, s.temperature, s.top_k, s.top_p, s.seed + i, stream=True)
         if s.num_samples > 1:
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         s = sampling_settings(args, max_new_tokens=MAX_NEW_TOKENS)
-        write_samples(load_run(args, s), s)
+        m = load_run(args, s)
+        write_samples(m, s, prompt(s, m))
 
     return command(body)
 

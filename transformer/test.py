@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 
 from .cli import command
-from .data import DEFAULT_CORPUS, read_corpus, split, without_unknown
-from .sample import load_run, sampling_parser, sampling_settings, write_samples
+from .data import DEFAULT_CORPUS, encode_seed, read_corpus, split, without_unknown
+from .sample import load_run, prompt, sampling_parser, sampling_settings, write_samples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         s = sampling_settings(args)
         m = load_run(args, s)
+        start = prompt(s, m)
+        encode_seed(start, m.tokenizer)  # a text to continue that cannot be is refused before the scoring
         if args.corpus:
             text, what = without_unknown(read_corpus(args.corpus), m.tokenizer, "The corpus"), args.corpus
         else:
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             what = f"the validation split of {corpus}"
         print(f"{what}: {m.score(text)}")
         print(f"\nSample (temperature {s.temperature}):", flush=True)
-        write_samples(m, s)
+        write_samples(m, s, start)
 
     return command(body)
 
