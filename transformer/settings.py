@@ -113,6 +113,9 @@ class RunSettings(CommandSettings):
         "that made them) or skip that step's update",
     )
     no_progress: bool = setting(False, "no progress bar (for logs)")
+    tensorboard: bool = setting(
+        False, "also write the metrics as TensorBoard events, in RUN_DIR/tensorboard (needs the tensorboard package)"
+    )
     print_config: bool = setting(False, "print the config this command would train with (TOML), and exit")
 
 

@@ -19,6 +19,7 @@ from . import config as cfg
 from . import distributed, loop
 from .cli import one_line_warnings
 from .errors import UserError
+from .report import tensorboard_writer
 from .settings import SECTIONS, ModelSettings, RunSettings, TrainSettings, add_flags, given, meta, shown
 from .trainer import NO_ARGUMENT_ITERS, Trainer, plan
 
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         if what.run.print_config:
             print(cfg.to_toml(what.config), end="")
             return 0
+        if what.run.tensorboard:
+            tensorboard_writer()  # missing: an error now, before anything is written
         job, device = distributed.start(what.run.dist_backend, what.run.device)
         trainer = Trainer(what, job, device)
         return loop.train(trainer)
