@@ -39,7 +39,8 @@ def test_metrics_have_time_speed_grad_norms_and_the_flow_per_module(files, monke
     assert len(probes) == 2  # only the steps before an evaluation measure anything
     elapsed = [r["elapsed"] for r in steps]
     assert elapsed == sorted(elapsed) and all(r["tokens_per_s"] > 0 and r["grad_norm"] > 0 for r in steps)
-    owners = list(gradflow.modules(LanguageModel(json.loads((files / "run" / "config.json").read_text())["config"], 28)))
+    config = json.loads((files / "run" / "config.json").read_text())["config"]
+    owners = list(gradflow.modules(LanguageModel(config, 28)))
     assert owners[:3] == ["layers.0", "layers.1", "layers.2.ln1"] and "layers.4" in owners  # the LSTM
     assert "grad_norms" not in evals[0]  # step 0: no step yet
     for e in evals[1:]:
