@@ -32,14 +32,13 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from torch_twin import TwinModel, matching_parameters  # beside this file: a script's folder is on its path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import tinygraph as tg
+from transformer.config import load
+from transformer.model import LanguageModel
 
-import tinygraph as tg  # noqa: E402
-from tools.torch_twin import TwinModel, matching_parameters  # noqa: E402
-from transformer.config import load  # noqa: E402
-from transformer.model import LanguageModel  # noqa: E402
+TOOLS = Path(__file__).resolve().parent
 
 VOCAB = 65
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
@@ -199,11 +198,12 @@ def peak_memory(config_name: str, device: str, mode: str, steps: int) -> float:
     """MB: the peak resident set (CPU) or max allocated (CUDA) of a fresh process that builds
     one side and runs `steps` training steps (0: it only builds it: the floor to subtract)."""
     code = (
-        f"import sys, torch; sys.path.insert(0, {str(ROOT)!r}); from tools.bench import Side, sync, peak_rss_mb; "
+        f"import torch; from bench import Side, sync, peak_rss_mb; "
         f"step = Side({config_name!r}, {device!r}, {mode!r}); [step() for _ in range({steps})]; sync({device!r}); "
         f"print(torch.cuda.max_memory_allocated() / 2**20 if {device!r}.startswith('cuda') else peak_rss_mb())"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    # `python -c` looks for modules in its working directory first: this one's folder
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=TOOLS)
     if out.returncode:
         raise RuntimeError(f"the memory run of {mode} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"config": args.config, "device": device, "machine": machine(device), "torch": torch.__version__,
               "date": datetime.now().isoformat(timespec="seconds"), "parity": checks,
               "command": "python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])}  # fmt: skip
-    out_dir = ROOT / "runs" / "bench"
+    out_dir = Path("runs") / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{Path(args.config).stem}-{device.replace(':', '')}-{datetime.now():%Y%m%d-%H%M%S}"
     if not all(c["ok"] for c in checks):
