@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .api import TrainedModel, check_seed, load
-from .cli import command
+from .cli import command, program
 from .config import check_section
 from .errors import UserError
 from .settings import SampleSettings, add_flags, given, options
@@ -78,7 +78,7 @@ def write_samples(m: TrainedModel, s: SampleSettings, text: str, out: TextIO | N
 
 def main(argv: list[str] | None = None) -> int:
     p = sampling_parser(
-        "python -m transformer.sample",
+        program("transformer.sample"),
         "Generate text from a trained model, printed as it is made.",
         max_new_tokens=MAX_NEW_TOKENS,
     )

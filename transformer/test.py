@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import sys
 
-from .cli import command
+from .cli import command, program
 from .data import DEFAULT_CORPUS, encode_seed, read_corpus, split, without_unknown
 from .sample import load_run, prompt, sampling_parser, sampling_settings, write_samples
 
 
 def main(argv: list[str] | None = None) -> int:
     p = sampling_parser(
-        "python -m transformer.test",
+        program("transformer.test"),
         "Score a trained model on a text (loss per token and bits per character, over every token once), then "
         "generate a sample. Without --corpus it scores the run's own validation split.",
     )

@@ -17,7 +17,7 @@ import torch
 
 from . import config as cfg
 from . import distributed, loop
-from .cli import one_line_warnings
+from .cli import one_line_warnings, program
 from .errors import UserError
 from .report import tensorboard_writer
 from .settings import SECTIONS, ModelSettings, RunSettings, TrainSettings, add_flags, given, meta, shown
@@ -28,7 +28,7 @@ DEFAULT_PRESET = RunSettings.preset
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m transformer.train",
+        prog=program("transformer.train"),
         description="Train a language model built from tinygraph ops on a text file. Settings come from the "
         f"preset (or --config), then from these flags. With no arguments: the {DEFAULT_PRESET} preset on Python's "
         f"own documentation for {NO_ARGUMENT_ITERS} steps.",
