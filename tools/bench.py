@@ -4,6 +4,7 @@
     python tools/bench.py --config shakespeare_char      # GPU: adds bf16 and CUDA-graph rows
     python tools/bench.py --config lstm                  # also against torch.nn.LSTM, for information
     python tools/bench.py --config my_model.toml         # any config whose layers have torch twins
+    python tools/bench.py --generate --config shakespeare_char   # generation: the cache against recomputing
 
 1. Parity: the preset is built twice, with tinygraph and as a torch.nn twin (tools/
    torch_twin.py) holding the same weights; one training step's loss and every
@@ -14,6 +15,9 @@
    A B A B after warm-up, the median of each; tokens per second; the ratio
    tinygraph/torch; peak memory (CUDA: max allocated; CPU: the peak resident set of a
    separate process per side); MFU on GPU.
+3. With --generate, generation instead (`generation_bench` below): tokens per second of
+   tinygraph's generate with its caches and recomputing the context, and of nanoGPT's
+   generate (which recomputes it) on the torch twin.
 Writes a JSON record and a markdown table to runs/bench/.
 """
 
@@ -35,6 +39,7 @@ import torch
 from torch_twin import TwinModel, matching_parameters  # beside this file: a script's folder is on its path
 
 import tinygraph as tg
+from transformer import generation
 from transformer.config import load
 from transformer.model import LanguageModel
 
@@ -231,7 +236,8 @@ def machine(device: str) -> str:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{cpu}, {threads} thread{'s' if threads > 1 else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
     p.add_argument("--modes", default=None, help="comma-separated sides (default: all that apply)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-process peak memory runs")
+    p.add_argument("--generate", action="store_true", help="time generation instead of training steps")
+    p.add_argument("--new-tokens", type=int, default=500, help="tokens each side generates (default: 500)")
     args = p.parse_args(argv)
+    if args.generate:
+        return generation_bench(args.config, args.device, args.new_tokens, argv)
     device = args.device
     if device.startswith("cuda"):  # float32 matrix products in TF32 on both sides, as NUMBERS.md measured
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -325,6 +335,91 @@ def markdown(record: dict) -> str:
         + " of a separate process per side; 'of which training' subtracts the same process built but not"
         " stepped; the memory ratio compares those."
     )
+    return "\n".join(lines)
+
+
+# ---- generation --------------------------------------------------------------------------------
+def nanogpt_tokens(twin, idx, max_new_tokens, temperature, block_size, generator):
+    """nanoGPT's `generate`, run on the torch twin, a token at a time: every token recomputes
+    the whole context (its last block_size tokens) and samples from the last position."""
+    for _ in range(max_new_tokens):
+        logits, _ = twin(idx[:, -block_size:])
+        probs = torch.softmax(logits[:, -1] / temperature, dim=-1)
+        token = torch.multinomial(probs, 1, generator=generator)
+        idx = torch.cat([idx, token], 1)
+        yield token[:, 0]
+
+
+def generation_bench(config_name: str, device: str, new_tokens: int, argv: list[str] | None) -> int:
+    """Tokens per second of one sequence of `new_tokens` generated from one token: by
+    tinygraph with its caches (each token runs the model on one position), by tinygraph
+    recomputing its window for every token, and by nanoGPT's generate on the torch twin with
+    the same weights. The three are interleaved token by token after a short warm-up, so
+    they share the machine's load alike. The cached and the recomputed text must be the
+    same (same seed): a difference fails the run."""
+    model, config = build(config_name, device, torch.float32)
+    block_size, temperature = config["model"]["block_size"], 0.8
+    twin = TwinModel(model).eval()
+    prompt = torch.zeros((1, 1), dtype=torch.long, device=device)
+
+    def sides(n: int, seed: int) -> dict:  # tinygraph samples on the CPU, from a CPU generator
+        return {
+            "tinygraph, cached": generation.tokens(
+                model, prompt, n, generation.Sampling(temperature), torch.Generator().manual_seed(seed)
+            ),
+            "tinygraph, recomputed": generation.tokens(
+                model, prompt, n, generation.Sampling(temperature), torch.Generator().manual_seed(seed), use_cache=False
+            ),
+            "nanoGPT generate (torch)": nanogpt_tokens(
+                twin, prompt, n, temperature, block_size, torch.Generator(device).manual_seed(seed)
+            ),
+        }
+
+    with torch.no_grad():
+        for side in sides(8, 0).values():  # warm-up
+            list(side)
+        running = sides(new_tokens, 1)
+        seconds, made = dict.fromkeys(running, 0.0), {name: [] for name in running}
+        for _ in range(new_tokens):
+            for name, side in running.items():
+                sync(device)
+                start = time.perf_counter()
+                made[name].append(next(side))
+                sync(device)
+                seconds[name] += time.perf_counter() - start
+    rows = [{"side": name, "seconds": s, "tokens_per_s": new_tokens / s} for name, s in seconds.items()]
+    for row in rows[1:]:
+        row["cache_speedup"] = rows[0]["tokens_per_s"] / row["tokens_per_s"]
+    same = torch.equal(torch.stack(made["tinygraph, cached"]), torch.stack(made["tinygraph, recomputed"]))
+    record = {"config": config_name, "device": device, "machine": machine(device), "torch": torch.__version__,
+              "date": datetime.now().isoformat(timespec="seconds"), "new_tokens": new_tokens,
+              "block_size": block_size, "parameters": model.num_parameters(), "cached_equals_recomputed": same,
+              "rows": rows, "command": "python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])}  # fmt: skip
+    table = generation_markdown(record)
+    print("\n" + table)
+    out_dir = Path("runs") / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"generate-{Path(config_name).stem}-{device.replace(':', '')}-{datetime.now():%Y%m%d-%H%M%S}"
+    (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    (out_dir / f"{stem}.md").write_text(table + "\n")
+    print(f"\nWrote {out_dir / stem}.json and .md")
+    return 0 if same else 1
+
+
+def generation_markdown(record: dict) -> str:
+    lines = [
+        f"`{record['command']}` on {record['machine']} (torch {record['torch']}, {record['date']}): "
+        f"{record['parameters'] / 1e6:.2f}M parameters, context {record['block_size']}, one sequence of "
+        f"{record['new_tokens']} new tokens from one token, temperature 0.8, the sides interleaved token by token.",
+        "",
+        "| side | seconds | tokens/s | the cache's speed-up over it |",
+        "|---|---|---|---|",
+    ]
+    for r in record["rows"]:
+        speedup = f"{r['cache_speedup']:.1f}x" if "cache_speedup" in r else ""
+        lines.append(f"| {r['side']} | {r['seconds']:.2f} | {r['tokens_per_s']:,.1f} | {speedup} |")
+    same = "the same text" if record["cached_equals_recomputed"] else "DIFFERENT texts (a bug)"
+    lines.append(f"\nParity: cached and recomputed generation made {same} from the same seed.")
     return "\n".join(lines)
 
 
