@@ -2,8 +2,8 @@
 installs the public names each provides (Tensor methods, `tinygraph.*`, `F.*`)."""
 
 from ..function import OPS
-from . import cumulative, elementwise, linalg, nn, norm, reduce, select, shape, values, write
+from . import cumulative, einsum, elementwise, linalg, nn, norm, reduce, select, shape, values, write
 
 __all__ = [
-    "OPS", "cumulative", "elementwise", "linalg", "nn", "norm", "reduce", "select", "shape", "values", "write",
+    "OPS", "cumulative", "einsum", "elementwise", "linalg", "nn", "norm", "reduce", "select", "shape", "values", "write",
 ]  # fmt: skip
