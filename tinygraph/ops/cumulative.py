@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..function import Function, public, register
-from .reduce import ValuesIndices, cast, normalize_dims, pick_along_dim
+from .reduce import ValuesIndices, normalize_dims, pick_along_dim
 
 
 def reversed_cumsum(t, dim):
@@ -28,9 +28,11 @@ class Cumsum(Function):
         return reversed_cumsum(g if g.dtype == ctx.input_dtype else g.to(ctx.input_dtype), ctx.dim)
 
 
-def cumprod_composite(x, dim):
+def cumprod_composite(x, dim, *, dtype=None):
     """cumprod from primitive ops, for create_graph: element j is the product of the
     elements i along `dim` with those after j (i > j) replaced by 1, an (n, n) table per row."""
+    if dtype is not None:
+        x = x.to(dtype)
     if x.ndim == 0:
         return x * 1
     (dim,) = normalize_dims(dim, x.ndim)
@@ -42,7 +44,7 @@ def cumprod_composite(x, dim):
 
 @register("Tensor.cumprod Tensor.cumprod_ tinygraph.cumprod")
 class Cumprod(Function):
-    """The running product. The grad of element k is the sum over j >= k of g_j times the
+    """The running product (with `dtype`, made in that dtype). The grad of element k is the sum over j >= k of g_j times the
     product of the elements up to j but k. Its backward is torch's O(n) one, exact where the
     input has zeros: before a row's first zero that is the reversed cumsum of g * out,
     divided by x_k; at the first zero, the product before it times what follows it up to
@@ -51,19 +53,16 @@ class Cumprod(Function):
     composite = staticmethod(cumprod_composite)
 
     @staticmethod
-    def call(input, dim, *, dtype=None):
-        return Cumprod.apply(cast(input, dtype), dim)
-
-    @staticmethod
-    def forward(ctx, x, dim):
+    def forward(ctx, x, dim, *, dtype=None):
         ctx.dim = dim
-        out = x.cumprod(dim)
+        out = x.cumprod(dim, dtype=dtype)
         ctx.save_for_backward(x, out)
         return out
 
     @staticmethod
     def backward(ctx, g):
         x, out = ctx.saved_tensors
+        g = g.to(x.dtype)  # with dtype=: the grad in the input's dtype, as torch's
         if x.ndim == 0:
             return g
         dim = ctx.dim

@@ -8,7 +8,7 @@ import math
 import torch
 
 from ..function import Function, public, register
-from .reduce import Amax, cast, normalize_dims, unreduce
+from .reduce import Amax, normalize_dims, unreduce
 
 
 @register("linalg.vector_norm")
@@ -20,12 +20,12 @@ class VectorNorm(Function):
     def call(x, ord=2, dim=None, keepdim=False, *, dtype=None):
         if not isinstance(ord, (int, float)) or isinstance(ord, bool):
             raise RuntimeError(f"linalg.vector_norm: ord must be a number, not {ord!r}.")
-        return VectorNorm.apply(cast(x, dtype), float(ord), dim, keepdim)
+        return VectorNorm.apply(x, float(ord), dim, keepdim, dtype=dtype)
 
     @staticmethod
-    def forward(ctx, x, ord, dim, keepdim):
+    def forward(ctx, x, ord, dim, keepdim, *, dtype=None):
         ctx.ord, ctx.dims, ctx.keepdim = ord, normalize_dims(dim, x.ndim), keepdim
-        out = torch.linalg.vector_norm(x, ord, dim, keepdim)
+        out = torch.linalg.vector_norm(x, ord, dim, keepdim, dtype=dtype)
         ctx.save_for_backward(x, out)
         return out
 
@@ -35,7 +35,7 @@ class VectorNorm(Function):
         p = ctx.ord
         g, out = unreduce(g, x.shape, ctx.dims, ctx.keepdim), unreduce(out, x.shape, ctx.dims, ctx.keepdim)
         if p == 0:
-            return g.new_zeros(x.shape)
+            return None  # torch's: no grad at all (x.grad stays None)
         if p == 1:
             return x.sign() * g
         if p == 2:

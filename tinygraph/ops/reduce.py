@@ -44,21 +44,18 @@ def expand_reduced(g, shape, dims, keepdim: bool):
     return unreduce(g, shape, dims, keepdim).expand(shape)
 
 
-def cast(input, dtype):
-    """`input` converted to `dtype` first, as the reductions' `dtype=` asks (a recorded cast)."""
-    return input if dtype is None else input.to(dtype)
-
-
 @register("Tensor.sum tinygraph.sum")
 class Sum(Function):
-    @staticmethod
-    def call(input, dim=None, keepdim=False, *, dtype=None):
-        return Sum.apply(cast(input, dtype), dim, keepdim)
+    """With `dtype`, the input is converted first and the grad converted back, as in torch."""
 
     @staticmethod
-    def forward(ctx, x, dim=None, keepdim=False):
+    def call(input, dim=None, keepdim=False, *, dtype=None):
+        return Sum.apply(input, dim, keepdim, dtype=dtype)
+
+    @staticmethod
+    def forward(ctx, x, dim=None, keepdim=False, *, dtype=None):
         ctx.shape, ctx.dims, ctx.keepdim = x.shape, normalize_dims(dim, x.ndim), keepdim
-        return x.sum(ctx.dims, keepdim=keepdim) if ctx.dims else x.clone()
+        return x.sum(ctx.dims, keepdim=keepdim, dtype=dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -69,13 +66,13 @@ class Sum(Function):
 class Mean(Function):
     @staticmethod
     def call(input, dim=None, keepdim=False, *, dtype=None):
-        return Mean.apply(cast(input, dtype), dim, keepdim)
+        return Mean.apply(input, dim, keepdim, dtype=dtype)
 
     @staticmethod
-    def forward(ctx, x, dim=None, keepdim=False):
+    def forward(ctx, x, dim=None, keepdim=False, *, dtype=None):
         ctx.shape, ctx.dims, ctx.keepdim = x.shape, normalize_dims(dim, x.ndim), keepdim
         ctx.count = math.prod(x.shape[d] for d in ctx.dims)
-        return x.mean(ctx.dims, keepdim=keepdim) if ctx.dims else x.clone()
+        return x.mean(ctx.dims, keepdim=keepdim, dtype=dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -171,19 +168,21 @@ class Prod(Function):
 
     @staticmethod
     def call(input, dim=None, keepdim=False, *, dtype=None):
-        return Prod.apply(cast(input, dtype), dim, keepdim)
+        return Prod.apply(input, dim, keepdim, dtype=dtype)
 
     @staticmethod
-    def forward(ctx, x, dim=None, keepdim=False):
+    def forward(ctx, x, dim=None, keepdim=False, *, dtype=None):
         ctx.dim, ctx.keepdim = dim, keepdim
         ctx.save_for_backward(x)
         if dim is None:
-            return x.prod().reshape([1] * x.ndim if keepdim else [])
-        return x.prod(dim, keepdim)
+            return x.prod(dtype=dtype).reshape([1] * x.ndim if keepdim else [])
+        return x.prod(dim, keepdim, dtype=dtype)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if x.dtype != g.dtype:  # prod(dtype=): the products in that dtype, as torch's
+            x = x.to(g.dtype)
         if x.ndim == 0 or x.numel() == 0:
             return g.expand(x.shape)
         if ctx.dim is None:
