@@ -450,10 +450,6 @@ class Roll(Function):
     pushed off the end coming back at the start."""
 
     @staticmethod
-    def call(input, shifts, dims=None):
-        return Roll.apply(input, shifts, dims)
-
-    @staticmethod
     def forward(ctx, x, shifts, dims=None):
         ctx.dims = dims
         ctx.back = -shifts if isinstance(shifts, int) else tuple(-s for s in shifts)
@@ -516,11 +512,7 @@ class Diagonal(Function):
     view = True
 
     @staticmethod
-    def call(input, offset=0, dim1=0, dim2=1):
-        return Diagonal.apply(input, offset, dim1, dim2)
-
-    @staticmethod
-    def forward(ctx, x, offset, dim1, dim2):
+    def forward(ctx, x, offset=0, dim1=0, dim2=1):
         ctx.shape, ctx.where = x.shape, (offset, dim1, dim2)
         return x.diagonal(offset, dim1, dim2)
 
@@ -534,11 +526,7 @@ class DiagonalScatter(Function):
     """`input` with `src` written on its diagonal (as `diagonal` reads it): the backward of `diagonal`."""
 
     @staticmethod
-    def call(input, src, offset=0, dim1=0, dim2=1):
-        return DiagonalScatter.apply(input, src, offset, dim1, dim2)
-
-    @staticmethod
-    def forward(ctx, x, src, offset, dim1, dim2):
+    def forward(ctx, x, src, offset=0, dim1=0, dim2=1):
         ctx.src_shape, ctx.where = src.shape, (offset, dim1, dim2)
         return x.diagonal_scatter(src, offset, dim1, dim2)
 
@@ -554,11 +542,7 @@ class DiagEmbed(Function):
     """Matrices (in dims dim1, dim2) with the last dim of input on their `offset` diagonal, zeros elsewhere."""
 
     @staticmethod
-    def call(input, offset=0, dim1=-2, dim2=-1):
-        return DiagEmbed.apply(input, offset, dim1, dim2)
-
-    @staticmethod
-    def forward(ctx, x, offset, dim1, dim2):
+    def forward(ctx, x, offset=0, dim1=-2, dim2=-1):
         ctx.where = (offset, dim1, dim2)
         return x.diag_embed(offset, dim1, dim2)
 
