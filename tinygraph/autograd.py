@@ -69,9 +69,19 @@ def _checked_inputs(inputs: Any, where: str) -> list[Tensor]:
     if not inputs:
         raise RuntimeError(f"{where}: inputs is empty; pass the tensors whose grads you want.")
     for i, x in enumerate(inputs):
+        if isinstance(x, Tensor):
+            _up_to_date(x)
         if not isinstance(x, Tensor) or not x.requires_grad:
             raise RuntimeError(f"{where}: inputs[{i}] does not require grad; call requires_grad_() on it first.")
     return inputs
+
+
+def _up_to_date(t: Tensor) -> None:
+    """A view written through since its graph was made: its graph as it is now (see inplace.py)."""
+    if t._base is not None:
+        from .inplace import bring_up_to_date
+
+        bring_up_to_date(t)
 
 
 def _roots_and_grads(tensors: Any, grad_tensors: Any, create_graph: bool) -> tuple[list, list]:
@@ -82,6 +92,7 @@ def _roots_and_grads(tensors: Any, grad_tensors: Any, create_graph: bool) -> tup
         raise RuntimeError("Pass one gradient per output tensor (a list as long as the outputs).")
     grads = []
     for i, (root, g) in enumerate(zip(roots, grad_tensors)):
+        _up_to_date(root)
         if not root.requires_grad:
             raise RuntimeError(
                 f"Output {i} does not require grad: none of its inputs had requires_grad=True, "
@@ -181,7 +192,7 @@ def _run(
     roots_nodes = [r.grad_fn for r in roots if r.grad_fn is not None]
     stop = target_nodes if stop_at_targets else set()
     order = _topological_order(roots_nodes, stop)
-    needed = _nodes_leading_to(order, target_of, target_nodes) if targets is not None else set()
+    needed = _nodes_leading_to(order, target_of) if targets is not None else set()
     sinks = _LeafSinks(order, roots, shared) if targets is None else None
     if sinks is not None and not sinks.left:
         sinks = None
@@ -192,10 +203,10 @@ def _run(
     with grad_mode.set_grad_enabled(create_graph):
         for node in order:
             g = pending.pop(node, None)
-            if g is None:  # no grad reached it: nothing to run, but it is done with
+            if g is None:  # no grad reached it: nothing to run, but (if needed) it is done with
                 if sinks is not None:
                     sinks.done(node)
-                if not retain_graph:
+                if not retain_graph and (targets is None or node in needed):
                     node.release()
                 continue
             if node._hooks:
@@ -206,12 +217,10 @@ def _run(
                     if ref() is not None and gs is not None:
                         _accumulate(ref(), gs, shared=True)
             if targets is not None and (node in stop or node not in needed):
-                if not retain_graph:
-                    node.release()
-                continue
+                continue  # grad() frees only the nodes it runs, as torch's does
             grads = _call_backward(node, g, create_graph)
             if observer is not None:
-                observer.backward_ran(node, grads)
+                observer.backward_ran(node, g, grads)
             if not retain_graph:
                 node.release()
             if type(grads) is not tuple and type(grads) is not list:
@@ -304,12 +313,16 @@ def _as_tensor(g: Any) -> Tensor:
     return g if isinstance(g, Tensor) else Tensor._make(g, None)
 
 
-def _nodes_leading_to(order: list[Node], target_of: dict, target_nodes: set) -> set[Node]:
-    """For grad(): the nodes whose backward can reach a target; the rest are skipped."""
-    needed: set[Node] = set(target_nodes)
+def _nodes_leading_to(order: list[Node], target_of: dict) -> set[Node]:
+    """For grad(): the nodes whose backward sends grads on towards a target; the rest (a
+    target's own node too, unless another target lies beyond it) are not run, as in torch."""
+    needed: set[Node] = set()
     for node in reversed(order):  # producers before consumers
         for edge in node.edges:
-            if edge is not None and (edge[0] in needed or (type(edge[0]) is not Node and edge[0] in target_of)):
+            if edge is None:
+                continue
+            dest, slot = edge[0], edge[3]
+            if dest in needed or (dest in target_of if type(dest) is not Node else (dest, slot) in target_of):
                 needed.add(node)
                 break
     return needed

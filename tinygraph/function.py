@@ -98,7 +98,7 @@ def _variant(fn: Callable, space: str, name: str) -> Callable:
     ):
         from .inplace import in_place  # (it needs this module)
 
-        return in_place(fn)
+        return in_place(fn, name)
     return fn
 
 
@@ -365,26 +365,28 @@ class Function:
             outs = tuple(Tensor._make(o, node, slot) for slot, o in enumerate(out))
             if cls.view:
                 for o in outs:
-                    _mark_view(o, args[0])
+                    _mark_view(o, args[0], "multi")
             return outs
         result = Tensor._make(out, node)
         if cls.view:
-            _mark_view(result, args[0])
+            _mark_view(result, args[0], None if record else "no_grad")
         return (result, *(Tensor._make(e, None) for e in extra)) if extra else result
 
 
-def _mark_view(t: Tensor, source: Any) -> None:
-    """Note that `t` shares its memory with `source`'s (an in-place change of either is then tracked)."""
+def _mark_view(t: Tensor, source: Any, kind: str | None) -> None:
+    """Note that `t` shares its memory with `source`'s (an in-place change of either is then
+    tracked), and what kind of view it is (torch refuses in-place changes of some)."""
     if isinstance(source, Tensor) and not torch.compiler.is_compiling() and t.data._is_view():
         t._base = source._base if source._base is not None else source
         t._version = t.data._version
+        t._view_kind = kind
 
 
 def _bring_view_up_to_date(t: Tensor) -> None:
     if not torch.compiler.is_compiling() and t.data._version != t._version:
-        from .inplace import refresh
+        from .inplace import bring_up_to_date
 
-        refresh(t)
+        bring_up_to_date(t)
 
 
 def _autocast(args: tuple, state: Any, dtype: torch.dtype) -> tuple:

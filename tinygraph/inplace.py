@@ -29,28 +29,59 @@ from .function import OPS
 from .tensor import Tensor, is_grad_needed, unwrap
 
 
-def in_place(fn: Callable) -> Callable:
-    """The in-place form `x.name_(...)` of an out-of-place function `name(x, ...)`."""
+def in_place(fn: Callable, name: str | None = None) -> Callable:
+    """The in-place form `x.name_(...)` of an out-of-place function `name(x, ...)`. The write
+    itself is torch's own in-place method `name` on the data, where torch has one (with
+    torch's checks of shapes, dtypes and overlapping memory); when it must be recorded, `fn`
+    records it."""
+    write_in_place = getattr(torch.Tensor, name, None) if name else None
+
+    def write(self: Tensor, args: tuple, kwargs: dict) -> None:
+        if write_in_place is None:
+            with grad_mode.no_grad():
+                commit_data(self, fn(self, *args, **kwargs))
+        else:
+            write_in_place(self.data, *unwrap(args), **unwrap(kwargs))
 
     def method(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         if self._base is not None and grad_mode.local.state.enabled:
             bring_up_to_date(self)  # its base may have come to require grad since it was made
-        if not is_grad_needed(self, *args, *kwargs.values()):
-            with grad_mode.no_grad():
-                write(self, fn(self, *args, **kwargs))
+        if not is_tracked(self, *args, *kwargs.values()):
+            write(self, args, kwargs)
             return self
         check_writable(self)
         # computed from a copy: backward may need the old value, which the write destroys
         old = Tensor._make(self.data.clone(), self.grad_fn, self._slot)
         old.requires_grad = self.requires_grad
-        commit(self, fn(old, *args, **kwargs))
+        # (an argument that is self itself stays self: its value is saved by reference, and the
+        # write makes it stale, so backward refuses, as torch's does for x.mul_(x))
+        commit(self, fn(old, *args, **kwargs), lambda: write(self, args, kwargs))
         return self
 
     return method
 
 
+def is_tracked(t: Tensor, *values: Any) -> bool:
+    """Must a write into t be recorded? (recording on, and t, its base or a value requires grad)"""
+    return is_grad_needed(t, *values) or (
+        t._base is not None and t._base.requires_grad and grad_mode.local.state.enabled
+    )
+
+
 def check_writable(t: Tensor) -> None:
-    """Refuse what torch refuses: writing into a leaf that requires grad, or a view of one."""
+    """Refuse what torch refuses: writing into a leaf that requires grad, a view of one, one
+    of the views an op with several outputs made (split, chunk, unbind), or a view made
+    while nothing was recorded."""
+    if t._base is not None and t._view_kind == "multi":
+        raise RuntimeError(
+            "This tensor is one of the views an op with several outputs made (split, chunk, unbind), and such "
+            "views cannot be changed in place while grads are recorded; use the out-of-place op, or change a clone()."
+        )
+    if t._base is not None and t._view_kind == "no_grad":
+        raise RuntimeError(
+            "This view was made under no_grad() and is being changed in place while grads are recorded, which "
+            "is ambiguous; make the view outside no_grad(), or change a clone()."
+        )
     if t._base is not None:
         if t._base.grad_fn is None and t._base.requires_grad:
             raise RuntimeError(
@@ -65,12 +96,9 @@ def check_writable(t: Tensor) -> None:
         )
 
 
-def write(t: Tensor, new: Any) -> None:
+def commit_data(t: Tensor, new: Any) -> None:
     """Put `new` (broadcast to t's shape, cast to its dtype, as torch's in-place ops do) into t's memory."""
     data = unwrap(new)
-    if not isinstance(data, torch.Tensor):
-        t.data.fill_(data)
-        return
     _check_fits(t, data)
     t.data.copy_(data)
 
@@ -91,14 +119,18 @@ def _name(dtype: torch.dtype) -> str:
     )
 
 
-def commit(t: Tensor, new: Tensor) -> None:
-    """Write `new` (recorded) into t's memory and make t's graph end in it."""
+def commit(t: Tensor, new: Tensor, write: Callable[[], None] | None = None) -> None:
+    """Write `new` (recorded) into t's memory, or let `write` do it, and make t's graph end in it."""
     _check_fits(t, new.data)
     if new.shape != t.shape:
         new = new.expand(t.shape)
     if new.dtype != t.dtype:
         new = new.to(t.dtype)
-    t.data.copy_(new.data)
+    if write is not None:
+        write()
+    else:
+        t.data.copy_(new.data)
+    _saved_output_is(new, t.data)
     if t._base is None:
         rebase(t, new)
         return
@@ -107,14 +139,32 @@ def commit(t: Tensor, new: Tensor) -> None:
     refresh(t)
 
 
+def _saved_output_is(new: Tensor, data: torch.Tensor) -> None:
+    """An op that saved its own output (exp, tanh) now keeps the written tensor itself, as
+    torch's in-place ops do: a later change of it in place is then caught at backward."""
+    node = new.grad_fn
+    if node is None or not node._saved or torch.compiler.is_compiling():
+        return
+    node._saved = tuple(data if v is new.data else v for v in node._saved)
+    node._versions = [data._version if v is data else version for v, version in zip(node._saved, node._versions)]
+
+
 def rebase(t: Tensor, new: Tensor) -> None:
     t.grad_fn, t._slot, t.requires_grad = new.grad_fn, new._slot, new.requires_grad
 
 
 def bring_up_to_date(t: Tensor) -> None:
-    """A view whose memory was written since its graph was made gets its graph regenerated."""
-    if t.data._version != t._version:
-        refresh(t)
+    """A view whose memory was written since its graph was made gets its graph regenerated
+    (torch refuses that for the kinds of views it refuses to write into; so does this)."""
+    if t.data._version == t._version:
+        return
+    if t._view_kind is not None and t._base.requires_grad and grad_mode.local.state.enabled:
+        made = "by an op with several outputs (split, chunk, unbind)" if t._view_kind == "multi" else "under no_grad()"
+        raise RuntimeError(
+            f"This view was made {made}, and its base (or another view of it) has since been changed in "
+            "place, so its history cannot be brought up to date; make it again after the change, or clone() it first."
+        )
+    refresh(t)
 
 
 def refresh(t: Tensor) -> None:

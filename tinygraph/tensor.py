@@ -52,6 +52,7 @@ class Tensor:
         "_pre_hooks",  # register_hook hooks of a leaf (a non-leaf's live on its Node)
         "_slot",  # which output of its op this is (ops with several outputs)
         "_version",  # for a view: the memory's version when its graph was last brought up to date
+        "_view_kind",  # for a view: "multi" (one of several outputs, as split's), "no_grad" (made unrecorded) or None
         "data",
         "grad",
         "grad_fn",

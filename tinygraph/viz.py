@@ -12,14 +12,19 @@ backward view numbers the ops in the order backward ran them, with the grads the
 produced (shape and norm), the bytes they had saved, and NaN/Inf in red. Everything
 is walked with explicit stacks, so graphs of any depth draw. `draw` works without a
 Trace too (then without modules, order or grads), and on create_graph outputs.
+
+    trace.write_html(loss, "backward.html")  # the backward explorer: step through it in a browser
+
+writes one self-contained page that replays backward one op at a time (tinygraph.explorer).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import graphviz
@@ -52,15 +57,45 @@ def _bytes(n: int) -> str:
     return ""
 
 
-def _summary(t: Any) -> tuple[str, float, bool]:
-    data = t.data if isinstance(t, Tensor) else t
-    norm = float(torch.linalg.vector_norm(data.detach().double())) if data.numel() else 0.0
-    return _shape(data.shape), norm, math.isfinite(norm)
+HIST_BINS = 16
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A tensor in a few numbers: what the drawing labels and the explorer's panel shows."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    norm: float  # of every entry, so a NaN or Inf shows here
+    min: float  # min, max and hist: of the finite entries
+    max: float
+    hist: tuple[int, ...]  # counts in HIST_BINS equal bins from min to max
+    nonfinite: int  # how many entries are NaN or Inf
+
+    @property
+    def finite(self) -> bool:
+        return self.nonfinite == 0 and math.isfinite(self.norm)
+
+
+def summarize(t: Any) -> Stats:
+    """Stats of a Tensor or torch.Tensor (in float64, except on MPS, which has none)."""
+    data = (t.data if isinstance(t, Tensor) else t).detach()
+    x = data.reshape(-1)
+    x = x.float() if x.device.type == "mps" else x.double()
+    finite = x[torch.isfinite(x)]
+    norm = float(torch.linalg.vector_norm(x)) if x.numel() else 0.0
+    lo, hi, hist = 0.0, 0.0, [0] * HIST_BINS
+    if finite.numel():
+        lo, hi = torch.stack([finite.min(), finite.max()]).tolist()
+        hist = torch.histc(finite, HIST_BINS, lo, hi).long().tolist()
+    dtype = str(data.dtype).removeprefix("torch.")
+    return Stats(tuple(data.shape), dtype, norm, lo, hi, tuple(hist), x.numel() - finite.numel())
 
 
 class Trace:
-    """While active: which module each op ran in, the bytes it saved, and backward's order
-    and grads. Give it the model so parameters and clusters get their dotted names."""
+    """While active: which module each op ran in, the bytes it saved, and backward's order,
+    the grad each op received and the grads it produced. Give it the model so parameters
+    and clusters get their dotted names. Nothing is recorded while no Trace is active."""
 
     def __init__(self, module: Any = None):
         self.module_path: dict[int, tuple[str, str]] = {}  # id(module) -> (path, class name)
@@ -71,8 +106,10 @@ class Trace:
         self.scopes: list[str] = []
         self.scope_of: dict[Node, str | None] = {}  # "" is the root module, None outside any
         self.saved_bytes: dict[Node, int] = {}
-        self.order: dict[Node, int] = {}
-        self.grads: dict[Node, list[tuple[str, float, bool] | None]] = {}
+        self.arguments: dict[Node, list[str | None]] = {}  # per positional input: None for a Tensor, else its repr
+        self.order: dict[Node, int] = {}  # 1 for the op backward ran first
+        self.received: dict[Node, list[Stats | None]] = {}  # per output of the op
+        self.grads: dict[Node, list[Stats | None]] = {}  # per input, as its backward returned them
         self._previous: list[Any] = []
 
     def __enter__(self) -> Trace:
@@ -98,16 +135,32 @@ class Trace:
     def record(self, node: Node, out: Any = None) -> None:
         self.scope_of[node] = self.scopes[-1] if self.scopes else None
         self.saved_bytes[node] = sum(v.numel() * v.element_size() for v in node._saved if isinstance(v, torch.Tensor))
+        self.arguments[node] = [None if isinstance(a, Tensor) else _brief(a) for a in node.args or ()]
 
-    def backward_ran(self, node: Node, grads: Any) -> None:
+    def backward_ran(self, node: Node, received: Any, grads: Any) -> None:
         self.order[node] = len(self.order) + 1
-        grads = grads if isinstance(grads, (tuple, list)) else (grads,)
-        self.grads[node] = [_summary(g) if g is not None else None for g in grads]
+        self.received[node] = _summaries(received)
+        self.grads[node] = _summaries(grads)
 
     def draw(
         self, output: Tensor, view: str = "forward", depth: int | None = None, name: str = "graph"
     ) -> graphviz.Digraph:
         return draw(output, self, view, depth, name)
+
+    def write_html(self, output: Tensor, path: str | Path, depth: int | None = None, title: str = "graph") -> Path:
+        return write_html(output, self, path, depth, title)
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a torch.Tensor of shape {_shape(value.shape)}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _summaries(grads: Any) -> list[Stats | None]:
+    grads = grads if isinstance(grads, (tuple, list)) else (grads,)
+    return [summarize(g) if g is not None else None for g in grads]
 
 
 @dataclass
@@ -117,13 +170,21 @@ class Graph:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> kind, label, cluster, bad
     # a node's cluster is the dotted path of its module ("" the root module), None for none
     edges: set[tuple[str, str, str]] = field(default_factory=set)  # (from, to, style)
+    ops: dict[Node, str] = field(default_factory=dict)  # each recorded op -> the id it is drawn as
 
     def add(self, key: str, kind: str, label: str, cluster: str | None = None, bad: bool = False) -> None:
         self.nodes.setdefault(key, {"kind": kind, "label": label, "cluster": cluster, "bad": bad})
 
 
-def build(output: Tensor, trace: Trace | None = None, view: str = "forward", depth: int | None = None) -> Graph:
-    """Walk the recorded graph behind `output` (iteratively) into a Graph."""
+def build(
+    output: Tensor,
+    trace: Trace | None = None,
+    view: str = "forward",
+    depth: int | None = None,
+    expanded: Collection[str] = (),
+) -> Graph:
+    """Walk the recorded graph behind `output` (iteratively) into a Graph. With `depth`, the
+    modules that many levels down are collapsed, except those whose paths are in `expanded`."""
     if view not in ("forward", "backward"):
         raise ValueError(f"view must be 'forward' or 'backward', not {view!r}.")
     if output.grad_fn is None:
@@ -137,7 +198,10 @@ def build(output: Tensor, trace: Trace | None = None, view: str = "forward", dep
     def group(path: str | None) -> str | None:
         """The module `depth` levels down that a path falls in: drawn as one node."""
         parts = path.split(".") if path else []
-        return ".".join(parts[:depth]) if depth is not None and len(parts) >= depth else None
+        if depth is None or len(parts) < depth:
+            return None
+        top = ".".join(parts[:depth])
+        return None if top in expanded else top
 
     def op_key(node: Node) -> str:
         collapsed = group(trace.scope_of.get(node))
@@ -149,7 +213,7 @@ def build(output: Tensor, trace: Trace | None = None, view: str = "forward", dep
         return f"module:{collapsed}" if collapsed is not None else f"leaf:{id(t)}"
 
     def add_op(node: Node) -> str:
-        key = op_key(node)
+        key = graph.ops[node] = op_key(node)
         if key.startswith("module:"):
             path = key[len("module:") :]
             kind = next((k for p, k in trace.module_path.values() if p == path), "")
@@ -166,8 +230,8 @@ def build(output: Tensor, trace: Trace | None = None, view: str = "forward", dep
                 lines[0] = f"#{trace.order[node]} {node.name}"
             for i, g in enumerate(trace.grads.get(node, [])):
                 if g is not None:
-                    lines.append(f"grad {i}: {g[0]} |{g[1]:.3g}|")
-                    bad = bad or not g[2]
+                    lines.append(f"grad {i}: {_shape(g.shape)} |{g.norm:.3g}|")
+                    bad = bad or not g.finite
             if trace.saved_bytes.get(node):
                 lines.append(f"saved {_bytes(trace.saved_bytes[node])}")
         graph.add(key, "op", "\n".join(lines), trace.scope_of.get(node), bad)
@@ -183,9 +247,9 @@ def build(output: Tensor, trace: Trace | None = None, view: str = "forward", dep
         )
         bad = False
         if view == "backward" and t.grad is not None:
-            _, norm, ok = _summary(t.grad)
-            label += f"\ngrad norm {norm:.3g}"
-            bad = not ok
+            g = summarize(t.grad)
+            label += f"\ngrad norm {g.norm:.3g}"
+            bad = not g.finite
         graph.add(key, "parameter" if name else "input", label, _parent(name) if name else None, bad)
         return key
 
@@ -256,7 +320,7 @@ def to_dot(graph: Graph, trace: Trace | None = None, view: str = "forward", name
 
     def emit(target: graphviz.Digraph, path: str | None) -> None:
         for key in clusters.get(path, []):
-            target.node(key.replace(":", "_"), graph.nodes[key]["label"], **attrs(graph.nodes[key]))
+            target.node(dot_name(key), graph.nodes[key]["label"], **attrs(graph.nodes[key]))
         for child in sorted(p for p in paths if _parent(p) == path or (path is None and p == "")):
             with target.subgraph(name=f"cluster_{child or 'root'}") as sub:
                 label = f"{child} ({kinds.get(child, '')})" if child else kinds.get("", "model")
@@ -265,8 +329,22 @@ def to_dot(graph: Graph, trace: Trace | None = None, view: str = "forward", name
 
     emit(dot, None)
     for source, target, style in sorted(graph.edges):
-        dot.edge(source.replace(":", "_"), target.replace(":", "_"), style=style)
+        dot.edge(dot_name(source), dot_name(target), style=style)
     return dot
+
+
+def dot_name(key: str) -> str:
+    """A Graph node's name in the DOT source (and the <title> of its SVG group)."""
+    return key.replace(":", "_")
+
+
+def write_html(output: Tensor, trace: Trace, path: str | Path, depth: int | None = None, title: str = "graph") -> Path:
+    """The backward explorer: one self-contained HTML page (the drawing, and a stepper that
+    replays backward one op at a time). Needs a Trace that backward ran inside, and
+    graphviz's `dot`. With `depth`, modules are collapsed and expand on click."""
+    from .explorer import write_page  # explorer builds on this module, so it is imported late
+
+    return write_page(output, trace, Path(path), depth, title)
 
 
 def _with_ancestors(paths: Any) -> set[str]:

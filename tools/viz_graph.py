@@ -3,6 +3,7 @@
     python tools/viz_graph.py                                   # one Block's backward graph
     python tools/viz_graph.py --layer LSTM --timesteps 3        # an LSTM unrolled over 3 steps
     python tools/viz_graph.py --preset baby --repeat 2 --depth 2  # a 2-block model, modules collapsed
+    python tools/viz_graph.py --format html                     # the backward explorer: step through it
 
 Without graphviz's `dot` program it still writes the DOT source and says how to install it.
 """
@@ -26,6 +27,7 @@ from transformer import recurrent as R
 from transformer.model import LanguageModel
 
 WIDTH, HEADS, VOCAB = 16, 2, 32
+INSTALL_DOT = "Install graphviz (Debian/Ubuntu: sudo apt install graphviz; macOS: brew install graphviz)"
 LAYERS = {
     "Block": lambda: L.Block(WIDTH, HEADS),
     "MultiHeadSelfAttention": lambda: L.MultiHeadSelfAttention(WIDTH, HEADS),
@@ -61,7 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="collapse modules nested deeper than this (default: a preset 2, a layer none)",
     )
-    p.add_argument("--format", choices=["svg", "png", "pdf", "dot"], default="svg", help="default: svg")
+    p.add_argument(
+        "--format",
+        choices=["svg", "png", "pdf", "dot", "html"],
+        default="svg",
+        help="html: the backward explorer, one page that steps through backward (default: svg)",
+    )
     p.add_argument("--out", default=None, help="output file (default: runs/viz/<layer or preset>_<view>.<format>)")
     return p.parse_args(argv)
 
@@ -104,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         trace, out = trace_layer(name, args.batch, args.timesteps)
     target = Path(args.out or f"runs/viz/{name.lower()}_{args.view}.{args.format}")
     target.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "html":
+        return write_explorer(out, trace, target, depth, name, args.view)
     built = viz.build(out, trace, args.view, depth)
     graph = viz.to_dot(built, trace, args.view, name=f"{name}_{args.view}")
     dot_file = target.with_suffix(".dot")
@@ -116,11 +125,28 @@ def main(argv: list[str] | None = None) -> int:
     except graphviz.ExecutableNotFound:
         print(
             f"Wrote the DOT source to {dot_file}, but graphviz's `dot` program is not installed, so no "
-            f"{args.format.upper()} was drawn. Install graphviz (Debian/Ubuntu: sudo apt install graphviz; "
-            f"macOS: brew install graphviz), then run this again, or: dot -T{args.format} {dot_file} -o {target}"
+            f"{args.format.upper()} was drawn. {INSTALL_DOT}, then run this again, or: "
+            f"dot -T{args.format} {dot_file} -o {target}"
         )
         return 0
     print(f"Wrote {target} ({len(built.nodes)} nodes; DOT source in {dot_file})")
+    return 0
+
+
+def write_explorer(out: tg.Tensor, trace: viz.Trace, target: Path, depth: int | None, name: str, view: str) -> int:
+    if view != "backward":
+        print("error: the explorer replays the backward pass; drop --view forward.", file=sys.stderr)
+        return 2
+    try:
+        viz.write_html(out, trace, target, depth, title=name)
+    except graphviz.ExecutableNotFound:
+        print(
+            "error: the explorer embeds graphviz's drawing, but graphviz's `dot` program is not installed. "
+            f"{INSTALL_DOT}, then run this again.",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"Wrote {target} ({len(trace.order)} backward steps): open it in a browser, it needs no network")
     return 0
 
 

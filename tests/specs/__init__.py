@@ -2,9 +2,11 @@
 tinygraph/ops/. Each module defines SPECS: {op name: [Spec, ...]}; a new op needs an
 entry, or the meta-test fails. The harness that runs them is `tinygraph.testing`."""
 
-from . import cumulative, einsum, elementwise, linalg, nn, norm, reduce, select, shape, write
+from . import activation, cumulative, einsum, elementwise, linalg, loss, math, nn, norm, reduce, select, shape, write
 
 SPECS: dict = {}
-for _module in (elementwise, linalg, nn, reduce, shape, write, cumulative, einsum, norm, select):
+# the newer families last, so that older spec ids keep their numbers
+_FAMILIES = (elementwise, linalg, nn, reduce, shape, write, math, activation, loss, cumulative, einsum, norm, select)
+for _module in _FAMILIES:
     for _name, _specs in _module.SPECS.items():
         SPECS.setdefault(_name, []).extend(_specs)

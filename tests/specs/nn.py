@@ -1,12 +1,14 @@
 """Specs of the neural-network ops (tinygraph/ops/nn.py)."""
 
+import math
+
 import numpy as np
 import torch
 from hypothesis import assume
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinygraph.testing import Const, Diff, Spec, nonscalar_shapes, values
+from tinygraph.testing import Const, Diff, Spec, away_from_zero, dims_of, grid, nonscalar_shapes, values
 
 
 @st.composite
@@ -41,6 +43,35 @@ def layer_norm_inputs(draw):
 
 
 @st.composite
+def rms_norm_inputs(draw):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4))
+    normalized = shape[len(shape) - draw(st.integers(1, len(shape))) :]
+    weight = Diff(draw(values(normalized))) if draw(st.booleans()) else None
+    kwargs = {"eps": draw(st.sampled_from([1e-6, 0.5]))} if draw(st.booleans()) else {}
+    return (Diff(draw(away_from_zero(shape))), normalized, weight), kwargs
+
+
+@st.composite
+def normalize_inputs(draw):
+    shape = draw(nonscalar_shapes)
+    kwargs = {"p": draw(st.sampled_from([2.0, 1, 3.0, math.inf, 0.5])), "dim": draw(dims_of(len(shape), False))}
+    if draw(st.booleans()):
+        kwargs["eps"] = 0.75  # some norms are clamped (a one-element norm is |x|, 0.02 away from it at least)
+    # 0.1 apart, 0.03 off the multiples of 0.1: no element near 0, no two of equal magnitude (p = inf)
+    return (Diff(draw(grid(shape, 0.03))),), kwargs
+
+
+@st.composite
+def cosine_inputs(draw, eps=None):
+    a, b = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=1, max_dims=3, max_side=3)).input_shapes
+    ndim = max(len(a), len(b))
+    kwargs = {"dim": draw(st.integers(-ndim, ndim - 1))}
+    if eps:
+        kwargs["eps"] = eps
+    return (Diff(draw(away_from_zero(a))), Diff(draw(away_from_zero(b)))), kwargs
+
+
+@st.composite
 def cross_entropy_inputs(draw, options=True):
     kind = draw(st.sampled_from(["rows", "rows", "unbatched", "spatial", "probabilities"]))
     classes = draw(st.integers(1, 4))
@@ -69,18 +100,6 @@ def cross_entropy_inputs(draw, options=True):
 
 def _cross_entropy(lib, F, x, t, **kw):
     return F.cross_entropy(x, t, **kw)
-
-
-def _nll_loss(lib, F, x, t, **kw):
-    return F.nll_loss(x.log_softmax(1 if x.ndim > 1 else 0), t, **kw)
-
-
-@st.composite
-def nll_inputs(draw):
-    (x, t), kw = draw(cross_entropy_inputs())
-    assume(t.value.dtype == np.int64)
-    kw.pop("label_smoothing", None)
-    return (x, t), kw
 
 
 @st.composite
@@ -152,8 +171,22 @@ SPECS = {
             layer_norm_inputs(), lambda lib, F, x, shape, w, b: F.layer_norm(x, shape, w, b), tolerances={"atol": 1e-4}
         )
     ],
+    "RMSNorm": [
+        Spec(rms_norm_inputs(), lambda lib, F, x, shape, w, **kw: F.rms_norm(x, shape, w, **kw)),
+        Spec(rms_norm_inputs(), lambda lib, F, x, shape, w, **kw: lib.rms_norm(x, shape, w, **kw)),
+    ],
+    "Normalize": [Spec(normalize_inputs(), lambda lib, F, x, **kw: F.normalize(x, **kw))],
+    "CosineSimilarity": [
+        Spec(cosine_inputs(), lambda lib, F, a, b, **kw: F.cosine_similarity(a, b, **kw)),
+        # torch clamps the norms outside autograd: where it does (norm < eps), its grad is not the
+        # derivative of the value, so only torch's own grads are the reference
+        Spec(
+            cosine_inputs(eps=1.5),
+            lambda lib, F, a, b, **kw: lib.cosine_similarity(a, b, **kw),
+            finite_differences=False,
+        ),
+    ],
     "CrossEntropy": [Spec(cross_entropy_inputs(), _cross_entropy)],
-    "Gather": [Spec(nll_inputs(), _nll_loss)],
     "LSTMCell": [
         Spec(lstm_cell_inputs(), lambda lib, F, gx, h, c, w: F.lstm_cell(gx, h, c, w), torch_call=_lstm_cell_torch),
         Spec(

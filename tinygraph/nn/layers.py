@@ -75,6 +75,29 @@ class LayerNorm(Module):
         return f"{self.normalized_shape}, eps={self.eps}, bias={self.bias is not None}"
 
 
+class RMSNorm(Module):
+    """Divide the trailing dims by their root mean square, then scale by `weight` (ones)."""
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
+        self.weight = Parameter(torch.ones(shape, device=device, dtype=dtype)) if elementwise_affine else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
 class Dropout(Module):
     """Zero elements with probability p while training; the identity in eval mode."""
 
@@ -91,22 +114,39 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
-class GELU(Module):
-    """x * Phi(x); approximate='tanh' for GPT-2's form."""
+class Identity(Module):
+    """The input itself (constructor arguments are accepted and ignored, as torch's)."""
 
-    def __init__(self, approximate: str = "none"):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__()
-        self.approximate = approximate
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(x, self.approximate)
-
-
-class ReLU(Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return x.relu()
+    def forward(self, input: Tensor) -> Tensor:
+        return input
 
 
-class Tanh(Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return x.tanh()
+class Flatten(Module):
+    """Dims start_dim..end_dim joined into one."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    """Dim `dim` split into `unflattened_size`."""
+
+    def __init__(self, dim: int, unflattened_size: Sequence[int]):
+        super().__init__()
+        self.dim, self.unflattened_size = dim, unflattened_size
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input.unflatten(self.dim, self.unflattened_size)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

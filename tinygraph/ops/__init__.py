@@ -2,8 +2,24 @@
 installs the public names each provides (Tensor methods, `tinygraph.*`, `F.*`)."""
 
 from ..function import OPS
-from . import cumulative, einsum, elementwise, linalg, nn, norm, reduce, select, shape, values, write
+from . import (
+    activation,
+    cumulative,
+    einsum,
+    elementwise,
+    linalg,
+    loss,
+    math,
+    nn,
+    norm,
+    reduce,
+    select,
+    shape,
+    values,
+    write,
+)
 
 __all__ = [
-    "OPS", "cumulative", "einsum", "elementwise", "linalg", "nn", "norm", "reduce", "select", "shape", "values", "write",
+    "OPS", "activation", "cumulative", "einsum", "elementwise", "linalg", "loss", "math", "nn", "norm", "reduce",
+    "select", "shape", "values", "write",
 ]  # fmt: skip

@@ -70,10 +70,12 @@ class Mul(Function):
 
 
 @register(
-    "Tensor.div Tensor.div_ Tensor.__truediv__ Tensor.__rtruediv__ Tensor.__itruediv__ "
-    "tinygraph.div tinygraph.divide Tensor.true_divide tinygraph.true_divide"
+    "Tensor.__truediv__ Tensor.__rtruediv__ Tensor.__itruediv__ Tensor.true_divide Tensor.true_divide_ "
+    "tinygraph.true_divide"
 )
 class Div(Function):
+    """a / b (`div` and `divide`, with their rounding modes, are in ops/math.py)."""
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -95,7 +97,7 @@ class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
         out = torch.pow(a, b)
-        ctx.save_for_backward(a, b, out)
+        ctx.save_for_backward(a, b, out if ctx.needs_input_grad[1] else None)  # out: for b's grad only
         return out
 
     @staticmethod
@@ -296,7 +298,9 @@ class Gelu(Function):
     def forward(ctx, x, approximate="none"):
         ctx.approximate = approximate
         out = F.gelu(x, approximate=approximate)
-        # the output costs no memory of its own: the next layer keeps the same tensor
+        # the output costs no memory of its own: the next layer keeps the same tensor. (torch's
+        # saves only x, so there an in-place change of the output before backward is allowed;
+        # here it is an error that says so: a deliberate difference, for speed.)
         ctx.save_for_backward(x, out)
         return out
 
@@ -347,25 +351,39 @@ def minimum(input, other):
 
 @register("Tensor.clamp Tensor.clamp_ Tensor.clip Tensor.clip_ tinygraph.clamp tinygraph.clip")
 class Clamp(Function):
+    """x limited to [min, max] elementwise; each bound a number, a tensor (it gets a grad
+    where it is the result) or None."""
+
     @staticmethod
     def call(input, min=None, max=None):
         if min is None and max is None:
             raise RuntimeError("clamp: give at least one of min and max.")
-        return Clamp.apply(input, min=min, max=max)
+        return Clamp.apply(input, min, max)
 
     @staticmethod
-    def forward(ctx, x, min=None, max=None):
-        ctx.save_for_backward(x)
-        ctx.bounds = (min, max)
-        return x.clamp(min, max)
+    def forward(ctx, x, min, max):
+        ctx.save_for_backward(x, min, max)
+        return torch.clamp(x, min, max)
 
     @staticmethod
     def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        lo, hi = ctx.bounds
-        # the grad passes where lo <= x <= hi (bounds included, NaN excluded), as in torch
-        inside = (x >= lo) if hi is None else (x <= hi) if lo is None else (x >= lo) & (x <= hi)
-        return g.masked_fill(~inside, 0)
+        x, lo, hi = ctx.saved_tensors
+        dx, dlo, dhi = ctx.needs_input_grad
+        # torch's rules: x's grad passes where lo <= x <= hi (bounds included, NaN excluded), a
+        # bound's where x is beyond it; when lo > hi the result is hi, so hi gets it all
+        gx = glo = ghi = None
+        if dx:
+            gx = _passed(g, x >= lo if hi is None else x <= hi if lo is None else (x >= lo) & (x <= hi))
+        if dlo:
+            glo = _passed(g, x < lo if hi is None else (x < lo) & (lo < hi))
+        if dhi:
+            ghi = _passed(g, x > hi if lo is None else (x > hi) | (hi < lo))
+        return gx, glo, ghi
+
+
+def _passed(g, keep):
+    """g where `keep` holds, else 0: masked, not multiplied, so a NaN or Inf in g stays where `keep` holds."""
+    return g.masked_fill(~keep, 0)
 
 
 @register("tinygraph.where")
@@ -496,10 +514,3 @@ class Clone(Function):
 def contiguous(input):
     """input itself when its memory is contiguous, else a contiguous copy."""
     return input if input.data.is_contiguous() else Clone.apply(input, contiguous_only=True)
-
-
-@public("F.silu")
-def silu(input, inplace=False):
-    """x * sigmoid(x), the gate of SwiGLU."""
-    out = input * input.sigmoid()
-    return input.copy_(out) if inplace else out

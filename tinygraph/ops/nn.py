@@ -1,4 +1,4 @@
-"""Neural-network ops: linear, embedding, softmax, and the fused ops.
+"""Neural-network ops: linear, embedding, softmax, normalization, and the fused ops.
 
 A fused op (layer norm, cross-entropy, attention) does in a few kernels what a chain of
 primitives would, and its backward is written by hand for speed. Because that backward
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..function import Function, public, register
 from ..tensor import Tensor, unwrap
+from .reduce import normalize_dims
 
 
 @register("F.linear")
@@ -200,6 +201,172 @@ def _sum_over(t, dims):
     return t.sum(dims) if dims else t  # torch reads an empty dim tuple as "every dim"
 
 
+def rms_norm_composite(x, weight=None, *, normalized_shape, eps):
+    dims = tuple(range(-len(normalized_shape), 0))
+    y = x * ((x * x).mean(dims, keepdim=True) + eps).rsqrt()
+    return y * weight if weight is not None else y
+
+
+@register("F.rms_norm tinygraph.rms_norm")
+class RMSNorm(Function):
+    """Divide by the root mean square over the trailing `normalized_shape` dims (plus eps),
+    then scale by `weight`."""
+
+    autocast = "float32"
+
+    composite = staticmethod(rms_norm_composite)
+
+    @staticmethod
+    def call(input, normalized_shape, weight=None, eps=None):
+        """x / sqrt(mean(x^2) + eps) over the trailing dims, times `weight`; eps defaults to the
+        machine epsilon of the dtype the op computes in (float32 for half precisions), as torch's."""
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        if len(shape) > input.ndim or tuple(input.shape[input.ndim - len(shape) :]) != shape:
+            raise RuntimeError(
+                f"Given normalized_shape={list(shape)}, expected input with shape [*, {', '.join(map(str, shape))}], "
+                f"but got input of size{list(input.shape)}"
+            )
+        if eps is None:
+            eps = torch.finfo(torch.promote_types(input.dtype, torch.float32)).eps
+        return RMSNorm.apply(input, weight, normalized_shape=shape, eps=eps)
+
+    @staticmethod
+    def forward(ctx, x, weight=None, *, normalized_shape, eps):
+        ctx.features = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+        rstd = (x * x).mean(ctx.features, keepdim=True).add_(eps).rsqrt_()
+        out = x * rstd
+        if weight is not None:
+            out.mul_(weight)
+        ctx.save_for_backward(x, weight, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, rstd = ctx.saved_tensors
+        _, dw = ctx.needs_input_grad
+        features = ctx.features
+        xhat = x * rstd
+        gw = _sum_over(g * xhat, tuple(range(x.ndim - len(features)))) if dw else None
+        gxhat = g * weight if weight is not None else g.clone()
+        mean_gx = (gxhat * xhat).mean(features, keepdim=True)
+        # gx = (gxhat - xhat * mean(gxhat * xhat)) * rstd, in place
+        return gxhat.sub_(xhat.mul_(mean_gx)).mul_(rstd), gw
+
+
+def vector_norm(x, p, dims):
+    """||x||_p over `dims` (kept), from operators and methods that torch and tinygraph share."""
+    if p == 2:
+        return (x * x).sum(dims, keepdim=True).sqrt()
+    if p == 1:
+        return x.abs().sum(dims, keepdim=True)
+    if p == math.inf:
+        return x.abs().amax(dims, keepdim=True)
+    if p == -math.inf:
+        return x.abs().amin(dims, keepdim=True)
+    if p == 0:  # the count of nonzero elements: no grad
+        return (x != 0).sum(dims, keepdim=True).to(x.dtype)
+    return (x.abs() ** p).sum(dims, keepdim=True) ** (1 / p)
+
+
+def norm_slope(x, norm, p, dims):
+    """d ||x||_p / dx, with torch's values at the edges: 0 where the norm (or, for p < 1, the
+    element) is 0; the elements tied for an infinite norm share its grad."""
+    if p == 0:
+        return torch.zeros_like(x)
+    if p == 1:
+        return x.sign()
+    if p == 2:
+        return (x / norm).masked_fill_(norm == 0, 0)
+    if math.isinf(p):
+        extreme = x.abs() == norm
+        return x.sign() * extreme / extreme.sum(dims, keepdim=True)
+    slope = x.sign() * x.abs().pow(p - 1) / norm.pow(p - 1)
+    return slope.masked_fill_((norm == 0) | (x == 0) if p < 1 else norm == 0, 0)
+
+
+def normalize_composite(x, *, p, dims, eps):
+    return x / vector_norm(x, p, dims).clamp(min=eps)
+
+
+@register("F.normalize")
+class Normalize(Function):
+    """x / max(||x||_p, eps) along `dim`: unit vectors, except the shortest ones."""
+
+    autocast = "float32"
+
+    composite = staticmethod(normalize_composite)
+
+    @staticmethod
+    def call(input, p=2.0, dim=1, eps=1e-12, out=None):
+        if out is not None:
+            raise TypeError("tinygraph's normalize does not take out=; use the tensor it returns.")
+        return Normalize.apply(input, p=p, dims=normalize_dims(dim, input.ndim), eps=eps)
+
+    @staticmethod
+    def forward(ctx, x, *, p, dims, eps):
+        ctx.p, ctx.dims, ctx.eps = p, dims, eps
+        out = F.normalize(x, p, dims, eps)
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, out = ctx.saved_tensors
+        p, dims, eps = ctx.p, ctx.dims, ctx.eps
+        norm = torch.linalg.vector_norm(x, p, dims, keepdim=True)
+        # the norm's own grad counts only where the clamp lets it through (norm >= eps)
+        pull = (g * out).sum(dims, keepdim=True).masked_fill_(norm < eps, 0)
+        return (g - pull * norm_slope(x, norm, p, dims)) / norm.clamp(min=eps)
+
+
+def cosine_similarity_composite(x1, x2, *, dim, eps):
+    shape = torch.broadcast_shapes(x1.shape, x2.shape)
+
+    def unit(x):
+        norm = vector_norm(x.expand(shape), 2, dim)
+        # torch clamps the norm outside the graph: its grad stays the unclamped norm's
+        return x / (norm + (norm.clamp(min=eps) - norm).detach())
+
+    return (unit(x1) * unit(x2)).sum(dim)
+
+
+@register("F.cosine_similarity tinygraph.cosine_similarity")
+class CosineSimilarity(Function):
+    """The cosine of the angle between x1 and x2 (broadcast together) along `dim`: the sum of
+    x1 / max(||x1||, eps) * x2 / max(||x2||, eps). As in torch, each norm is clamped outside
+    the graph, so its grad is the unclamped norm's."""
+
+    autocast = "float32"
+
+    composite = staticmethod(cosine_similarity_composite)
+
+    @staticmethod
+    def call(x1, x2, dim=1, eps=1e-8):
+        (dim,) = normalize_dims(dim, max(x1.ndim, x2.ndim))
+        return CosineSimilarity.apply(x1, x2, dim=dim, eps=eps)
+
+    @staticmethod
+    def forward(ctx, x1, x2, *, dim, eps):
+        ctx.dim, ctx.eps = dim, eps
+        ctx.save_for_backward(x1, x2)
+        return F.cosine_similarity(x1, x2, dim, eps)
+
+    @staticmethod
+    def backward(ctx, g):
+        x1, x2 = torch.broadcast_tensors(*ctx.saved_tensors)
+        dim, eps = ctx.dim, ctx.eps
+        n1, n2 = (torch.linalg.vector_norm(x, 2, dim, keepdim=True) for x in (x1, x2))
+        c1, c2 = n1.clamp(min=eps), n2.clamp(min=eps)
+        u1, u2 = x1 / c1, x2 / c2
+        cos = (u1 * u2).sum(dim, keepdim=True)
+        g = g.unsqueeze(dim)
+        # d cos / d x1 = (u2 - cos * x1 / n1) / c1, where x1 / n1 is 0 for n1 = 0 (torch's norm grad)
+        d1, d2 = ctx.needs_input_grad
+        g1 = (u2 - cos * x1 / n1.masked_fill(n1 == 0, 1)).mul_(g / c1) if d1 else None
+        g2 = (u1 - cos * x2 / n2.masked_fill(n2 == 0, 1)).mul_(g / c2) if d2 else None
+        return g1, g2
+
+
 def cross_entropy_composite(logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Per row: (1 - e) * w[t] * -log p[t] + e / C * sum_c w[c] * -log p[c]; 'mean' divides
     by the sum of w[t] over the rows not ignored (their count, without weights)."""
@@ -278,83 +445,6 @@ class CrossEntropy(Function):
         return grad.mul_(scale).masked_fill_(~valid.unsqueeze(1), 0), None, None
 
 
-def _rows(input, target):
-    """(N, C, d1, ...) logits and (N, d1, ...) targets as rows: (N * d1 * ..., C) and (N * d1 * ...)."""
-    rows = input.permute(0, *range(2, input.ndim), 1).reshape(-1, input.shape[1])
-    return rows, target.reshape(-1)
-
-
-def _check_reduction(reduction):
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"{reduction} is not a valid value for reduction")
-
-
-@public("F.cross_entropy")
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-    """Cross-entropy of logits (C), (N, C) or (N, C, d1, ...) against class indices (N, d1, ...)
-    or class probabilities (input's shape), with torch's arguments in torch's order."""
-    _check_reduction(reduction)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
-    target, weight = unwrap(target), unwrap(weight)
-    if target.is_floating_point():
-        return _cross_entropy_probabilities(input, target, weight, reduction, label_smoothing)
-    if input.ndim == 1:  # one unbatched example
-        out = cross_entropy(input.unsqueeze(0), target.reshape(1), weight, ignore_index, reduction, label_smoothing)
-        return out.reshape(()) if reduction == "none" else out
-    if input.ndim > 2:  # classes on dim 1: move them last and flatten the rest into rows
-        rows, flat = _rows(input, target)
-        out = cross_entropy(rows, flat, weight, ignore_index, reduction, label_smoothing)
-        return out.reshape(target.shape) if reduction == "none" else out
-    return CrossEntropy.apply(
-        input, target, weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
-    )
-
-
-def _cross_entropy_probabilities(input, target, weight, reduction, label_smoothing):
-    classes = input.shape[1] if input.ndim > 1 else input.shape[0]
-    if label_smoothing:
-        target = target * (1 - label_smoothing) + label_smoothing / classes
-    dim = 1 if input.ndim > 1 else 0
-    if weight is not None:
-        target = target * weight.reshape(classes, *([1] * (input.ndim - 2))) if input.ndim > 1 else target * weight
-    losses = -(input.log_softmax(dim) * target).sum(dim)
-    if reduction == "mean":
-        return losses.sum() / (input.numel() / classes)
-    return losses.sum() if reduction == "sum" else losses
-
-
-@public("F.nll_loss")
-def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
-    """Negative log-likelihood of log-probabilities (N, C) or (N, C, d1, ...) at the target
-    classes, weighted by class `weight`; 'mean' divides by the weights of the targets counted."""
-    _check_reduction(reduction)
-    target, weight = unwrap(target), unwrap(weight)
-    if input.ndim > 2:
-        rows, flat = _rows(input, target)
-        out = nll_loss(rows, flat, weight, ignore_index, reduction)
-        return out.reshape(target.shape) if reduction == "none" else out
-    if input.ndim == 1:
-        out = nll_loss(input.unsqueeze(0), target.reshape(1), weight, ignore_index, reduction)
-        return out.reshape(()) if reduction == "none" else out
-    valid = target != ignore_index
-    safe = target.masked_fill(~valid, 0)
-    picked = -input.gather(1, safe.unsqueeze(1)).squeeze(1)
-    w_t = weight[safe].masked_fill(~valid, 0) if weight is not None else valid.to(input.dtype)
-    losses = picked * w_t
-    if reduction == "none":
-        return losses
-    return losses.sum() / w_t.sum() if reduction == "mean" else losses.sum()
-
-
-@public("F.mse_loss")
-def mse_loss(input, target, reduction="mean"):
-    """Squared error, averaged ('mean'), summed ('sum') or per element ('none')."""
-    _check_reduction(reduction)
-    err = (input - target).square()
-    return err.mean() if reduction == "mean" else err.sum() if reduction == "sum" else err
-
-
 def _attention_weights(q, k, attn_mask, is_causal, scale):
     """softmax(q k^T * scale + mask): shared by the forward (with dropout) and the backward.
 
@@ -391,6 +481,8 @@ class ScaledDotProductAttention(Function):
     """softmax(q k^T * scale + mask) v. Only q, k, v and the output are kept for backward
     (and the dropout mask, if any): the (L, S) attention weights are recomputed there. A
     float mask (a learned attention bias) gets the grad of the scores it is added to.
+    (Keeping the output means that changing it in place before backward is an error, where
+    torch's math path, which keeps the weights instead, allows it: a deliberate difference.)
 
     Without dropout the forward is torch's fused attention kernel (a forward: no autograd
     involved); with dropout it computes the weights itself, to know the mask it drew.
@@ -458,7 +550,8 @@ class LSTMCell(Function):
     """One LSTM step, torch's gate order (input, forget, cell, output), as one node with two
     outputs, (h, c). `gates_x` (B, 4H) is the input's share of the gates, computed for all
     steps at once by the layer. A dozen small ops per step become one: in an unrolled
-    sequence that is most of the time."""
+    sequence that is most of the time. (h and c are sibling outputs of the one node, so
+    grad(h, c) is None, where a composite computes h from c.)"""
 
     multi_output = True
     composite = staticmethod(lstm_cell_composite)

@@ -27,8 +27,7 @@ class Reshape(Function):
 
     @staticmethod
     def call(input, *shape):
-        shape = sizes(shape)
-        return input if shape == tuple(input.shape) else Reshape.apply(input, shape)
+        return Reshape.apply(input, sizes(shape))  # a new view even to the same shape, as torch's
 
     @staticmethod
     def forward(ctx, x, shape, view=False):
@@ -56,6 +55,8 @@ def flatten(input, start_dim=0, end_dim=-1):
     if input.ndim == 0:
         return input.reshape(1)
     start, end = start_dim % input.ndim, end_dim % input.ndim
+    if start == end:
+        return input  # nothing to merge: torch returns the tensor itself
     return input.reshape(*input.shape[:start], -1, *input.shape[end + 1 :])
 
 
@@ -138,8 +139,7 @@ class Expand(Function):
     def call(input, *size):
         size = sizes(size)
         lead = len(size) - input.ndim  # -1 keeps the size of the dim it stands for
-        shape = tuple(input.shape[i - lead] if s == -1 else s for i, s in enumerate(size))
-        return input if shape == tuple(input.shape) else Expand.apply(input, shape)
+        return Expand.apply(input, tuple(input.shape[i - lead] if s == -1 else s for i, s in enumerate(size)))
 
     @staticmethod
     def forward(ctx, x, shape):

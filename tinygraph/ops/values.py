@@ -23,10 +23,18 @@ VALUES_ONLY = {
     "logical_or": "Tensor.logical_or tinygraph.logical_or",
     "logical_xor": "Tensor.logical_xor tinygraph.logical_xor",
     "logical_not": "Tensor.logical_not tinygraph.logical_not",
-    "bitwise_and": "Tensor.bitwise_and Tensor.__and__ Tensor.__rand__ tinygraph.bitwise_and",
-    "bitwise_or": "Tensor.bitwise_or Tensor.__or__ Tensor.__ror__ tinygraph.bitwise_or",
-    "bitwise_xor": "Tensor.bitwise_xor Tensor.__xor__ Tensor.__rxor__ tinygraph.bitwise_xor",
-    "bitwise_not": "Tensor.bitwise_not Tensor.__invert__ tinygraph.bitwise_not",
+    "bitwise_and": "Tensor.bitwise_and Tensor.bitwise_and_ Tensor.__and__ Tensor.__rand__ Tensor.__iand__ "
+    "tinygraph.bitwise_and",
+    "bitwise_or": "Tensor.bitwise_or Tensor.bitwise_or_ Tensor.__or__ Tensor.__ror__ Tensor.__ior__ tinygraph.bitwise_or",
+    "bitwise_xor": "Tensor.bitwise_xor Tensor.bitwise_xor_ Tensor.__xor__ Tensor.__rxor__ Tensor.__ixor__ "
+    "tinygraph.bitwise_xor",
+    "bitwise_left_shift": "Tensor.bitwise_left_shift Tensor.bitwise_left_shift_ Tensor.__lshift__ Tensor.__rlshift__ "
+    "Tensor.__ilshift__ tinygraph.bitwise_left_shift",
+    "bitwise_right_shift": "Tensor.bitwise_right_shift Tensor.bitwise_right_shift_ Tensor.__rshift__ "
+    "Tensor.__rrshift__ Tensor.__irshift__ tinygraph.bitwise_right_shift",
+    "bitwise_not": "Tensor.bitwise_not Tensor.bitwise_not_ tinygraph.bitwise_not",
+    "__invert__": "Tensor.__invert__",  # torch's own: a TypeError on floating-point tensors
+    "signbit": "Tensor.signbit tinygraph.signbit",
     "isfinite": "Tensor.isfinite tinygraph.isfinite",
     "isnan": "Tensor.isnan tinygraph.isnan",
     "isinf": "Tensor.isinf tinygraph.isinf",
@@ -44,10 +52,10 @@ VALUES_ONLY = {
 }
 
 
-def values_only(name: str):
-    """torch's `name` on the data of Tensors, its results outside any graph."""
-    method = getattr(torch.Tensor, name, None)
-    function = getattr(torch, name, None)
+def values_only(name: str, namespace: Any = torch):
+    """torch's `name` (from `namespace`) on the data of Tensors, its results outside any graph."""
+    method = getattr(torch.Tensor, name, None) if namespace is torch else None
+    function = getattr(namespace, name, None)
 
     def run(input: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(input, Tensor) and method is not None:
@@ -64,3 +72,4 @@ def values_only(name: str):
 
 for _name, _provides in VALUES_ONLY.items():
     public(_provides)(values_only(_name))
+public("F.one_hot")(values_only("one_hot", torch.nn.functional))

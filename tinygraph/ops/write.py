@@ -10,8 +10,8 @@ import torch
 from .. import grad_mode
 from ..function import Function, public, register
 from ..indexing import is_advanced, normalize_index
-from ..inplace import bring_up_to_date, check_writable, commit, rebase, refresh, region_index
-from ..tensor import Tensor, is_grad_needed, unwrap
+from ..inplace import bring_up_to_date, check_writable, commit, is_tracked, rebase, refresh, region_index
+from ..tensor import Tensor, unwrap
 from .shape import add_at
 
 
@@ -21,18 +21,22 @@ def setitem(self: Tensor, index: Any, value: Any) -> None:
     index = normalize_index(index, self.device)
     if self._base is not None and grad_mode.local.state.enabled:
         bring_up_to_date(self)
-    if not is_grad_needed(self, value):
+    if not is_tracked(self, value):
         self.data[index] = unwrap(value)
         return
     check_writable(self)
+
+    def write() -> None:  # torch's own setitem does the write (and checks shapes and overlaps)
+        self.data[index] = unwrap(value)
+
     if is_advanced(index):
-        commit(self, IndexPut.apply(self, value, index))
+        commit(self, IndexPut.apply(self, value, index), write)
         return
-    region = self.data[index]  # a view: write the value through it
+    region = self.data[index]  # a view of the written elements
     if not isinstance(value, Tensor):
         value = Tensor(torch.as_tensor(value, dtype=self.dtype, device=self.device))
     value = value.to(self.dtype).expand(region.shape)
-    region.copy_(value.data)
+    write()
     base = self._base if self._base is not None else self
     rebase(base, CopySlices.apply(base, value, region_index(base.data, region)))
     if base is not self:
