@@ -272,8 +272,9 @@ class Amax(Function):
         return share * winners
 
 
-def _extreme(input, dim, keepdim, how):
-    if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum
+def _pick(input, dim, keepdim, how):
+    """max, min, median, nanmedian: of all the elements (dim None), or along `dim` with indices."""
+    if isinstance(dim, Tensor) and how in ("max", "min"):  # torch.max(a, b): the elementwise maximum
         from .elementwise import Maximum
 
         return Maximum.apply(input, dim, how == "max")
@@ -286,13 +287,13 @@ def _extreme(input, dim, keepdim, how):
 def largest(input, dim=None, keepdim=False):
     """Over all elements: the largest value (ties share the grad). With `dim`:
     `(values, indices)`, the first maximum taking the grad. With a tensor: `maximum`."""
-    return _extreme(input, dim, keepdim, "max")
+    return _pick(input, dim, keepdim, "max")
 
 
 @public("Tensor.min tinygraph.min")
 def smallest(input, dim=None, keepdim=False):
     """Like `max`, for the smallest value."""
-    return _extreme(input, dim, keepdim, "min")
+    return _pick(input, dim, keepdim, "min")
 
 
 @public("Tensor.amax tinygraph.amax")
@@ -311,21 +312,17 @@ def aminmax(input, *, dim=None, keepdim=False) -> MinMax:
     return MinMax(Amax.apply(input, dim, keepdim, False), Amax.apply(input, dim, keepdim, True))
 
 
-def _middle(how):
-    def middle(input, dim=None, keepdim=False):
-        if dim is None:
-            return PickFromAll.apply(input, how)
-        return pick_along_dim(input, how, dim, keepdim=keepdim)
-
-    middle.__doc__ = (
-        f"torch's {how}: over all elements, the lower of the two middle values (its grad shared by the "
-        "elements equal to it); with `dim`, `(values, indices)`, the grad going to the element at the index."
-    )
-    return middle
+@public("Tensor.median tinygraph.median")
+def median(input, dim=None, keepdim=False):
+    """The lower of the two middle values: of all the elements (its grad shared by those equal
+    to it), or along `dim` as `(values, indices)`, the grad going to the element at the index."""
+    return _pick(input, dim, keepdim, "median")
 
 
-public("Tensor.median tinygraph.median")(_middle("median"))
-public("Tensor.nanmedian tinygraph.nanmedian")(_middle("nanmedian"))
+@public("Tensor.nanmedian tinygraph.nanmedian")
+def nanmedian(input, dim=None, keepdim=False):
+    """`median` of the values that are not NaN."""
+    return _pick(input, dim, keepdim, "nanmedian")
 
 
 @public("Tensor.mode tinygraph.mode")
