@@ -334,3 +334,23 @@ def test_matrix_norms_without_singular_values_are_named_as_unsupported():
             tg.linalg.matrix_norm(x, ord)
     with pytest.raises(NotImplementedError, match="nuc"):
         x.norm("nuc")
+
+
+# ---- found by the fuzzer on this branch (an engine bug, for the engine's owner) ---------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="inplace._saved_output_is refreshes the saved version of every saved tensor that is the written "
+    "tensor, also an argument that is self itself (x.mul_(x)), so the stale value is not caught and the grad "
+    "is wrong; it should refresh only the entries that were the op's output",
+)
+def test_x_mul_x_in_place_is_refused_at_backward_as_torch_does():
+    x, xt = pair([1.0, 2.0])
+    y, yt = x * 1, xt * 1
+    y.mul_(y)  # Mul saved y itself as its second input; the write makes that value stale
+    yt.mul_(yt)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        yt.sum().backward()
+    with pytest.raises(RuntimeError, match="modified in place"):
+        y.sum().backward()  # today: runs, and x.grad is [2, 6] where d(x*x)/dx is [2, 4]
