@@ -266,6 +266,13 @@ def test_einsum_result_is_a_new_tensor_and_torch_einsum_runs_ours():
 # ---- writes at selected places -------------------------------------------------------------------------------
 
 
+def test_take_with_a_0_dim_index_is_a_new_tensor_as_torchs():
+    x = tg.tensor(M, requires_grad=True) * 1
+    picked = x.take(tg.tensor(5))
+    picked.mul_(2)  # found by the fuzzer: as a view of x, this changed x too
+    assert x.data[1, 1] == M[1, 1] and picked.item() == 2 * M[1, 1]
+
+
 def test_index_put_accumulates_repeated_positions():
     x, xt = pair(M)
     v, vt = pair([1.0, 2.0, 3.0, 4.0])

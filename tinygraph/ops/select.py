@@ -43,8 +43,10 @@ def masked_select(input, mask):
 
 @public("Tensor.take tinygraph.take")
 def take(input, index):
-    """The elements at flat positions `index` (negative ones counting from the end), in index's shape."""
-    return input.reshape(-1)[unwrap(index)]
+    """The elements at flat positions `index` (negative ones counting from the end), in index's
+    shape: a new tensor, also for a 0-dim index (with which indexing would give a view)."""
+    index = unwrap(index)
+    return input.reshape(-1)[index.reshape(-1)].reshape(index.shape)
 
 
 @public("Tensor.take_along_dim tinygraph.take_along_dim")
