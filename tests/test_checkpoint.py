@@ -11,6 +11,7 @@ from transformer import checkpoint as ckpt
 from transformer.config import load_preset
 from transformer.errors import UserError
 from transformer.model import LanguageModel
+from transformer.rundir import RunLock
 
 
 def model(preset="baby", vocab=20):
@@ -87,3 +88,11 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
         ckpt.atomic_write(path, b"new")
     assert path.read_bytes() == b"old and good"
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.safetensors"]  # no temp file left behind
+
+
+def test_the_run_lock_admits_one_trainer_and_lets_go(tmp_path):
+    lock = RunLock(tmp_path)
+    with pytest.raises(UserError, match="Another trainer is using"):
+        RunLock(tmp_path)
+    lock.release()
+    RunLock(tmp_path).release()

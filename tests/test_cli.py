@@ -4,12 +4,14 @@ resume, and the clear one-line errors for bad input."""
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import torch
 from configs import tiny_config
 
+from transformer import config as cfg
 from transformer import sample, test, train
 from transformer.checkpoint import load_tensors
 
@@ -145,6 +147,37 @@ def test_help_describes_every_flag_and_its_default():
                  "--resume", "--tokenizer"]:  # fmt: skip
         assert flag in result.stdout, flag
     assert result.stdout.count("default") >= 20
+
+
+def test_help_shows_the_real_defaults_grouped(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    groups = [text.index(f" {title}: ") for title in ("model", "training", "evaluation", "run")]
+    assert groups == sorted(groups)
+    assert "--lr LR peak learning rate (after warmup) (default: 0.001; baby preset: 0.002; fine-tuning: 0.0003)" in text
+    assert "--batch-size BATCH_SIZE sequences per step (per process under torchrun) (default: 12)" in text
+    assert "--bias, --no-bias biases in the linear layers and LayerNorms (default: true; baby preset: false)" in text
+    assert "the preset's" not in text
+
+
+def test_print_config_prints_the_merged_config_and_trains_nothing(files, capsys):
+    assert run_train(files, "--lr", "0.005", "--dropout", "0.3", "--print-config") == 0
+    printed = tomllib.loads(capsys.readouterr().out)
+    expected = cfg.load_file(files / "tiny.toml")
+    expected["train"]["lr"], expected["model"]["dropout"] = 0.005, 0.3
+    assert printed == expected and cfg.parse(cfg.to_toml(printed), "printed") == expected
+    assert not (files / "run").exists()
+
+
+def test_resuming_a_finished_run_says_it_is_complete_and_how_to_go_on(files, capsys):
+    run_train(files, "--max-iters", "2", "--eval-interval", "2", "--sample-chars", "0")
+    before = (files / "run" / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert train.main(["--resume", str(files / "run"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "is complete: it trained 2 steps" in out and "--max-iters 4" in out and "Done" not in out
+    assert (files / "run" / "metrics.jsonl").read_text() == before
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import torch
 
 from transformer import config as cfg
 from transformer.errors import UserError
+from transformer.layers import LAYERS, declaration
 from transformer.model import LanguageModel
 
 HEAD = "[model]\nblock_size = 8\n"
@@ -48,11 +49,12 @@ def test_a_mixed_transformer_and_lstm_stack_builds():
     assert [type(m).__name__ for m in model.layers] == ["Embedding", "Block", "Block", "LSTM", "TemporalDense"]
 
 
-@pytest.mark.parametrize("kind", sorted(set(cfg.LAYER_KEYS) - {"Embedding", "CrossEntropyLoss"}))
+@pytest.mark.parametrize("kind", sorted(set(LAYERS) - {"Embedding", "CrossEntropyLoss"}))
 def test_a_layer_builds_from_its_required_keys_alone(kind):
     # the check's list of required keys must cover every key the layer's builder reads
     values = {"heads": 2, "hidden": 6, "out": 8, "dim": 8}
-    layer = {"type": f'"{kind}"', **{k: values[k] for k in cfg.REQUIRED.get(kind, [])}}
+    required = [name for name, opt in declaration(LAYERS[kind]).options.items() if opt.required]
+    layer = {"type": f'"{kind}"', **{k: values[k] for k in required}}
     build(layers(EMB, layer, OUT, LOSS))
 
 

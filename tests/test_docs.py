@@ -21,3 +21,9 @@ def test_doc_code_runs(page, tmp_path):
     script.write_text(python_blocks(page))
     result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{page.name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+
+
+def test_the_list_of_ops_is_the_registry():
+    """docs/ops.md is generated from the registry; adding an op means regenerating it."""
+    result = subprocess.run([sys.executable, "tools/list_ops.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -34,9 +34,10 @@ from specs import SPECS
 
 import tinygraph as tg
 import tinygraph.nn.functional as tg_F
+from tinygraph.inplace import bring_up_to_date
 from tinygraph.testing import Diff, check_invariants, materialize, outputs
 
-EXAMPLES = {"ci": 40, "thorough": 1500}.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 40)
+EXAMPLES = {"ci": 150, "thorough": 1500}.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 150)
 OP_SPECS = [(name, spec) for name, specs in sorted(SPECS.items()) for spec in specs]
 SECOND_ORDER_SPECS = [(name, spec) for name, spec in OP_SPECS if spec.second_order and spec.finite_differences]
 LEAF_SHAPES = [(3,), (2, 3), (2, 1), (1, 3), (), (2, 2, 3)]
@@ -53,9 +54,12 @@ def sibling_output(t):
 
 
 # Deliberate differences, documented where they are made: tinygraph raises, torch does not.
-# Gelu and attention keep their output for backward (for speed; see their docstrings), so
-# changing that output in place before backward is an error; torch's keep other tensors.
-DELIBERATE = [f"saved by {op} for backward was modified in place" for op in ("Gelu", "ScaledDotProductAttention")]
+# Fused ops keep what their one-pass backward reads: Gelu and attention their output,
+# cross-entropy its logits (see their docstrings); changing that in place before backward is
+# an error, where torch's, which keep other tensors, may allow it.
+DELIBERATE = [
+    f"saved by {op} for backward was modified in place" for op in ("Gelu", "ScaledDotProductAttention", "CrossEntropy")
+]
 
 
 def run_both(tg_fn, torch_fn):
@@ -69,6 +73,14 @@ def run_both(tg_fn, torch_fn):
             results.append(None)
             errors.append(err)
     if errors[0] is not None and errors[1] is None and any(d in str(errors[0]) for d in DELIBERATE):
+        return None
+    if errors[1] is not None and errors[0] is None and "is not implemented" in str(errors[1]):
+        return None  # a derivative torch lacks (hardsigmoid's second one...): nothing to compare with
+    if errors[1] is not None and errors[0] is None and "modified by an inplace operation" in str(errors[1]):
+        # torch keeps some tensors its formula names but does not read (gather's input, for its
+        # shape; div's operands under a rounding mode) and refuses a backward after they changed;
+        # tinygraph keeps what its backward reads, every one version-checked (the invariants
+        # assert that no node keeps a tensor outside save_for_backward), so it computes right
         return None
     if (errors[0] is None) != (errors[1] is None):
         raise Mismatch(f"tinygraph {'raised ' + repr(errors[0]) if errors[0] else 'ran'}, torch "
@@ -246,6 +258,9 @@ def detach_step(program):
 
 
 def check_all_values(program):
+    for ours, _ in program.values:
+        if ours._base is not None:  # a view sees its base's new history at its next use (inplace.py)
+            bring_up_to_date(ours)
     for k, (ours, theirs) in enumerate(program.values):
         if ours.requires_grad != theirs.requires_grad:
             raise Mismatch(f"value {k}: requires_grad {ours.requires_grad}, torch's {theirs.requires_grad}")

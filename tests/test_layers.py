@@ -1,13 +1,21 @@
 """Each transformer layer against a torch.nn twin holding the same weights, run by
 torch.autograd in float64: equal outputs, equal input grads, equal parameter grads."""
 
+import inspect
+import json
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as tnn
 
 import tinygraph as tg
 from transformer import layers as L
-from transformer import recurrent as R
+from transformer.config import parse
+from transformer.model import LanguageModel
+
+ROOT = Path(__file__).resolve().parent.parent
 
 B, T, C = 2, 5, 8
 
@@ -129,7 +137,7 @@ def test_block_matches_a_torch_pre_layernorm_block():
 
 
 def test_dropout_is_the_identity_in_eval_and_scales_in_training():
-    layer = L.Dropout(0.25)
+    layer = L.Dropout(C, p=0.25)
     x = tg.ones(4000, dtype=tg.float64)
     kept = layer(x).data
     assert set(kept.unique().tolist()) <= {0.0, 1 / 0.75} and 0.2 < (kept == 0).double().mean() < 0.3
@@ -137,7 +145,7 @@ def test_dropout_is_the_identity_in_eval_and_scales_in_training():
 
 
 def test_cross_entropy_loss():
-    ours, theirs = L.CrossEntropyLoss(), tnn.CrossEntropyLoss()
+    ours, theirs = L.CrossEntropyLoss(11), tnn.CrossEntropyLoss()
     logits = torch.randn(B, T, 11, dtype=torch.float64)
     targets = torch.randint(0, 11, (B, T))
     x_tg = tg.Tensor(logits.clone(), requires_grad=True)
@@ -158,9 +166,40 @@ RECURRENT_MAPPING = {
 
 
 @pytest.mark.parametrize(
-    "ours_cls,theirs_cls", [(R.RNN, tnn.RNN), (R.LSTM, tnn.LSTM), (R.GRU, tnn.GRU)], ids=["RNN", "LSTM", "GRU"]
+    "ours_cls,theirs_cls", [(L.RNN, tnn.RNN), (L.LSTM, tnn.LSTM), (L.GRU, tnn.GRU)], ids=["RNN", "LSTM", "GRU"]
 )
 def test_recurrent_layers_over_60_timesteps(ours_cls, theirs_cls):
     ours = ours_cls(C, 6)
     theirs = theirs_cls(C, 6, batch_first=True)
     compare(ours, theirs, RECURRENT_MAPPING, torch.randn(B, 60, C), lambda x: theirs(x)[0])
+
+
+def test_every_built_in_layer_has_a_torch_twin_built_from_the_same_options():
+    sys.path.insert(0, str(ROOT))
+    from tools.torch_twin import TWINS, TwinModel, matching_parameters
+
+    for name, cls in L.LAYERS.items():
+        if name != "CrossEntropyLoss":
+            assert list(inspect.signature(TWINS[name]).parameters)[1:] == list(L.declaration(cls).options) + list(
+                L.declaration(cls).given
+            ), name
+    text = "[model]\nblock_size = 8\ndropout = 0.0\n" + "".join(
+        f"[[layers]]\ntype = {json.dumps(kind)}\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in options.items())
+        for kind, options in [("Embedding", {"dim": 8}), ("PositionalEmbedding", {}), ("Block", {"heads": 2}),
+                              ("MultiHeadSelfAttention", {"heads": 2}), ("FullyConnected", {"hidden": 12}),
+                              ("LayerNorm", {}), ("Dropout", {}), ("GRU", {"hidden": 6}), ("RNN", {"hidden": 7}),
+                              ("LSTM", {"hidden": 8}), ("TemporalDense", {"out": "vocab", "tied": True}),
+                              ("CrossEntropyLoss", {})]
+    )  # fmt: skip
+    assert {kind for kind in L.LAYERS} <= set(text.replace('"', " ").split())  # every layer is in the stack
+    torch.manual_seed(0)
+    model = LanguageModel(parse(text, "all.toml"), 11).to(torch.float64)
+    twin = TwinModel(model)
+    x, y = torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8))
+    _, loss = model(tg.Tensor(x), tg.Tensor(y))
+    loss.backward()
+    _, loss_t = twin(x, y)
+    loss_t.backward()
+    torch.testing.assert_close(loss.data, loss_t.detach())
+    for name, ours, theirs in matching_parameters(model, twin):
+        torch.testing.assert_close(ours.grad.data, theirs.grad, msg=name)

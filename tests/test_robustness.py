@@ -23,7 +23,9 @@ from transformer import config as cfg
 from transformer import test as test_cli
 from transformer import train
 from transformer.errors import UserError
+from transformer.layers import LAYERS
 from transformer.model import LanguageModel
+from transformer.settings import ModelSettings, TrainSettings, options
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = tiny_config(dim=24, blocks=2, dropout=0.2, max_iters=16, eval_interval=5)
@@ -155,41 +157,31 @@ def test_a_failed_checkpoint_write_stops_cleanly_and_keeps_the_previous_one(file
     assert not [p for p in (files / "run").iterdir() if ".tmp-" in p.name]
 
 
-def poison_gelu(monkeypatch, after):
-    """Make GELU's backward return NaN from its `after`-th call on."""
+def poison_gelu(monkeypatch, calls_poisoned):
+    """Make GELU's backward return a NaN grad for its input at the calls `calls_poisoned(n)` says."""
     from tinygraph.ops import elementwise as E
 
     real, calls = E.Gelu.backward, [0]
 
     def backward(ctx, g):
         calls[0] += 1
-        grad = real(ctx, g)
-        return grad * float("nan") if calls[0] >= after else grad
+        grads = real(ctx, g)  # (the input's grad, None for `approximate`)
+        return (grads[0] * float("nan"), *grads[1:]) if calls_poisoned(calls[0]) else grads
 
     monkeypatch.setattr(E.Gelu, "backward", staticmethod(backward))
 
 
 def test_nan_stops_the_run_names_the_op_and_keeps_the_last_good_checkpoint(files, capsys, monkeypatch):
-    poison_gelu(monkeypatch, after=2 * 7 + 1)  # two blocks: the 8th step's backward
+    poison_gelu(monkeypatch, lambda n: n >= 2 * 7 + 1)  # two blocks: from the 8th step's backward on
     assert train.main(args(files, "run")) == 2
     err = capsys.readouterr().err
     assert "Step 8:" in err and "the checkpoint of step 5 is kept" in err and "Gelu.backward" in err
-    assert "layers.py" in err  # where in the model the op was called
+    assert "layers/attention.py" in err  # where in the model the op was called (the MLP's GELU)
     assert weights(files / "run")[1]["step"] == 5
 
 
 def test_nan_with_skip_policy_skips_the_update_and_goes_on(files, monkeypatch):
-    from tinygraph.ops import elementwise as E
-
-    real = E.Gelu.backward
-    calls = [0]
-
-    def only_step_8(ctx, g):  # NaN at the 8th step only
-        calls[0] += 1
-        grad = real(ctx, g)
-        return grad if not 15 <= calls[0] <= 16 else grad * float("nan")
-
-    monkeypatch.setattr(E.Gelu, "backward", staticmethod(only_step_8))
+    poison_gelu(monkeypatch, lambda n: 15 <= n <= 16)  # NaN at the 8th step only
     assert train.main(args(files, "run", "--on-nan", "skip")) == 0
     skips = [r for r in train_records(files / "run") if r["kind"] == "skip"]
     assert [r["step"] for r in skips] == [8]
@@ -200,7 +192,7 @@ def test_nan_with_skip_policy_skips_the_update_and_goes_on(files, monkeypatch):
 values = st.one_of(
     st.integers(-5, 300), st.floats(-2, 2, allow_nan=False), st.booleans(), st.text(max_size=6), st.just("vocab")
 )
-layer_types = st.sampled_from([*cfg.LAYER_KEYS, "Transformer", "lstm", ""])
+layer_types = st.sampled_from([*LAYERS, "Transformer", "lstm", ""])
 
 
 def toml_value(v):
@@ -211,11 +203,11 @@ def toml_value(v):
 def configs(draw):
     lines = ["[model]"] + [
         f"{k} = {toml_value(draw(values))}"
-        for k in draw(st.lists(st.sampled_from([*cfg.MODEL_KEYS, "width"]), max_size=3, unique=True))
+        for k in draw(st.lists(st.sampled_from([*options(ModelSettings), "width"]), max_size=3, unique=True))
     ]
     lines += ["[train]"] + [
         f"{k} = {toml_value(draw(values))}"
-        for k in draw(st.lists(st.sampled_from([*cfg.TRAIN_KEYS, "epochs"]), max_size=3, unique=True))
+        for k in draw(st.lists(st.sampled_from([*options(TrainSettings), "epochs"]), max_size=3, unique=True))
     ]
     for _ in range(draw(st.integers(0, 5))):
         lines.append("[[layers]]")

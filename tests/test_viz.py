@@ -12,9 +12,8 @@ import pytest
 import tinygraph as tg
 from tinygraph import Node, viz
 from transformer.config import load_preset
-from transformer.layers import Block
+from transformer.layers import LSTM, Block
 from transformer.model import LanguageModel
-from transformer.recurrent import LSTM
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_DOT = shutil.which("dot") is not None

@@ -91,15 +91,18 @@ def _variant(fn: Callable, space: str, name: str) -> Callable:
     if space != "Tensor":
         return fn
     dunder = name.startswith("__") and name.endswith("__")
+    variant = fn
     if dunder and name[2] == "r" and name not in ("__rshift__", "__repr__"):
-        return lambda self, other: fn(other, self)  # 2 - x is Sub(2, x)
-    if (dunder and name[2] == "i" and name not in ("__index__", "__int__", "__invert__", "__iter__")) or (
+        variant = lambda self, other: fn(other, self)  # noqa: E731  (2 - x is Sub(2, x))
+    elif (dunder and name[2] == "i" and name not in ("__index__", "__int__", "__invert__", "__iter__")) or (
         not dunder and name.endswith("_")
     ):
         from .inplace import in_place  # (it needs this module)
 
-        return in_place(fn, name)
-    return fn
+        variant = in_place(fn, name)
+    if variant is not fn:
+        variant.__wrapped__ = fn  # what it is a form of (tools/list_ops.py reads it)
+    return variant
 
 
 def _named(fn: Callable, full: str) -> Callable:

@@ -14,7 +14,9 @@ itself, which stays the same leaf. Otherwise the change is recorded:
 - a view (`v = x[0]`, `x.t()`, `x.reshape(...)`) shares its base's memory: writing
   through the view rebases the base with `CopySlices`, and any view whose memory
   changed since its graph was made (a version counter says so) gets a graph regenerated
-  from its base the next time an op uses it, so it sees the base's new history.
+  from its base the next time an op uses it, so it sees the base's new history. (Until
+  that use, its `grad_fn` and `requires_grad` still show the old history, where torch's
+  show the new one at once: keeping no list of every view of every tensor is the price.)
 """
 
 from __future__ import annotations
@@ -145,8 +147,9 @@ def _saved_output_is(new: Tensor, data: torch.Tensor) -> None:
     node = new.grad_fn
     if node is None or not node._saved or torch.compiler.is_compiling():
         return
-    node._saved = tuple(data if v is new.data else v for v in node._saved)
-    node._versions = [data._version if v is data else version for v, version in zip(node._saved, node._versions)]
+    was_output = [v is new.data for v in node._saved]
+    node._saved = tuple(data if out else v for v, out in zip(node._saved, was_output))
+    node._versions = [data._version if out else version for out, version in zip(was_output, node._versions)]
 
 
 def rebase(t: Tensor, new: Tensor) -> None:

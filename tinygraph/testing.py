@@ -249,10 +249,29 @@ def check_invariants(leaves, before, given_grads, given_values, roots, retained=
     for i, (name_a, a) in enumerate(held):
         for name_b, b in held[i + 1 :]:
             assert not _overlap(a, b), f"the {name_a} and the {name_b} share memory"
+    for node in nodes_behind(roots):
+        unchecked = unchecked_tensors(node)
+        assert not unchecked, (
+            f"{node.name} keeps {unchecked} outside save_for_backward: not checked for in-place changes"
+        )
     if not retained:
         for node in nodes_behind(roots):
             assert node._released or not node._saved, f"{node.name} still holds its saved tensors"
             assert node.args is None, f"{node.name} still holds its inputs"
+
+
+def unchecked_tensors(node: Node) -> list[str]:
+    """The attributes an op keeps on its node that hold tensors outside save_for_backward (so
+    an in-place change of them would go unnoticed). An op's own internal tensors, made in
+    forward and never seen by the user, are named with a leading underscore and allowed."""
+
+    def holds_tensor(value: Any) -> bool:
+        if isinstance(value, (tuple, list)):
+            return any(holds_tensor(v) for v in value)
+        return isinstance(value, (torch.Tensor, Tensor))
+
+    engine = {"fn", "name", "args", "edges", "needs_input_grad", "build_graph", "outputs", "kwargs", "stack"}
+    return sorted(k for k, v in vars(node).items() if k not in engine and not k.startswith("_") and holds_tensor(v))
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -342,5 +361,5 @@ __all__ = [
     "Const", "Diff", "Spec", "assume", "away_from_zero", "binary", "binary_inputs", "check", "check_case",
     "check_composite_case", "check_invariants", "diff", "dims_of", "grid", "materialize", "nodes_behind",
     "nonscalar_shapes", "outputs", "positive", "reduction", "reduction_inputs", "shapes", "shrunk_to_broadcast",
-    "unary", "use_composites", "values",
+    "unary", "unchecked_tensors", "use_composites", "values",
 ]  # fmt: skip

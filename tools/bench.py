@@ -3,6 +3,7 @@
     python tools/bench.py --config baby                  # CPU: eager and the compiled fast path
     python tools/bench.py --config shakespeare_char      # GPU: adds bf16 and CUDA-graph rows
     python tools/bench.py --config lstm                  # also against torch.nn.LSTM, for information
+    python tools/bench.py --config my_model.toml         # any config whose layers have torch twins
 
 1. Parity: the preset is built twice, with tinygraph and as a torch.nn twin (tools/
    torch_twin.py) holding the same weights; one training step's loss and every
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import tinygraph as tg  # noqa: E402
 from tools.torch_twin import TwinModel, matching_parameters  # noqa: E402
-from transformer.config import load_preset  # noqa: E402
+from transformer.config import load  # noqa: E402
 from transformer.model import LanguageModel  # noqa: E402
 
 VOCAB = 65
@@ -45,7 +46,7 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tens
 
 
 def build(config_name: str, device: str, dtype: torch.dtype, dropout: float | None = None, seed: int = 0):
-    config = load_preset(config_name)
+    config = load(config_name)
     if dropout is not None:
         config["model"]["dropout"] = dropout
         for layer in config["layers"]:
@@ -165,9 +166,10 @@ def make_sides(config_name: str, device: str, modes: list[str]) -> dict[str, Sid
     return {mode: Side(config_name, device, mode) for mode in modes}
 
 
-def default_modes(config: str, device: str) -> list[str]:
-    if config in ("lstm", "rnn"):  # an unrolled recurrence takes minutes to compile: eager only
-        return ["tinygraph", "torch"] + (["torch.nn.LSTM"] if config == "lstm" else [])
+def default_modes(config_name: str, device: str) -> list[str]:
+    kinds = {table["type"] for table in load(config_name)["layers"]}
+    if kinds & {"RNN", "LSTM", "GRU"}:  # an unrolled recurrence takes minutes to compile: eager only
+        return ["tinygraph", "torch"] + (["torch.nn.LSTM"] if "LSTM" in kinds else [])
     modes = ["tinygraph", "torch", "tinygraph compiled", "torch compiled"]
     if device.startswith("cuda"):
         modes[2:2] = ["tinygraph bf16", "torch bf16"]
@@ -234,7 +236,11 @@ def machine(device: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="baby", help="a preset: baby, shakespeare_char, lstm, rnn, seed (default: baby)")
+    p.add_argument(
+        "--config",
+        default="baby",
+        help="a preset (baby, shakespeare_char, lstm, rnn, seed) or a TOML file (default: baby)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=20, help="timed steps per side (default: 20)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
@@ -255,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])}  # fmt: skip
     out_dir = ROOT / "runs" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.config}-{device.replace(':', '')}-{datetime.now():%Y%m%d-%H%M%S}"
+    stem = f"{Path(args.config).stem}-{device.replace(':', '')}-{datetime.now():%Y%m%d-%H%M%S}"
     if not all(c["ok"] for c in checks):
         print("Parity failed: no speed is reported.")
         (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2))

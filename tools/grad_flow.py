@@ -33,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tinygraph as tg
 import tinygraph.nn.functional as F
 from transformer import config as cfg
+from transformer.cli import command
 from transformer.errors import UserError
 from transformer.model import LanguageModel
-from transformer.run import command, read_run
+from transformer.rundir import read_run
 
 DEFAULT_PRESETS = ["rnn", "lstm", "gru", "baby"]
 COLORS = {"RNN": "#e03131", "LSTM": "#1971c2", "GRU": "#2f9e44", "Transformer": "#f08c00"}

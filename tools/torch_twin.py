@@ -1,8 +1,10 @@
 """A torch.nn twin of a transformer.LanguageModel, run by torch.autograd: the peer that
 tools/bench.py and the quality comparisons measure tinygraph against.
 
-The twin mirrors the model's module tree and parameter names, so the tinygraph model's
-state_dict loads into it as it is and grads can be compared name by name. Attention
+Each built-in layer has a twin here under its name, written independently in torch.nn
+and built with the very arguments the model built its layer with (`model.calls`: the
+layer's declared options, resolved), so the twin takes the same constructor, mirrors the
+parameter names, and the tinygraph model's weights load into it name by name. Attention
 uses torch's scaled_dot_product_attention (as nanoGPT does); the recurrent layers are
 written from the same cell equations, and `torch.nn.LSTM` is offered for information.
 """
@@ -13,54 +15,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformer import layers as L
-from transformer import recurrent as R
 from transformer.model import LanguageModel
 
 
-class Table(nn.Module):
-    def __init__(self, weight: torch.Tensor):
+class Embedding(nn.Embedding):
+    def __init__(self, vocab_size, dim):
+        super().__init__(vocab_size, dim)
+
+
+class PositionalEmbedding(nn.Module):
+    def __init__(self, dim, block_size):
         super().__init__()
-        self.weight = nn.Parameter(weight.clone())
+        self.weight = nn.Parameter(torch.empty(block_size, dim))
 
-
-class Embedding(Table):
-    def forward(self, ids):
-        return F.embedding(ids, self.weight)
-
-
-class PositionalEmbedding(Table):
     def forward(self, x):
         return x + self.weight[: x.shape[1]]
 
 
-class Dense(nn.Module):
-    def __init__(self, weight, bias):
+class TemporalDense(nn.Linear):
+    def __init__(self, width, out, bias=True, tied=False):
+        super().__init__(width, out, bias)
+
+
+class LayerNorm(nn.LayerNorm):
+    def __init__(self, width, bias=True):
+        super().__init__(width, bias=bias)
+
+
+class Dropout(nn.Dropout):
+    def __init__(self, width, p=0.0):
+        super().__init__(p)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    def __init__(self, dim, heads, dropout=0.0, bias=True):
         super().__init__()
-        self.weight = nn.Parameter(weight.clone())
-        self.bias = nn.Parameter(bias.clone()) if bias is not None else None
-
-    def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
-
-
-class LayerNorm(nn.Module):
-    def __init__(self, weight, bias, eps):
-        super().__init__()
-        self.weight = nn.Parameter(weight.clone())
-        self.bias = nn.Parameter(bias.clone()) if bias is not None else None
-        self.eps = eps
-
-    def forward(self, x):
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
-
-
-class Attention(nn.Module):
-    def __init__(self, ours: L.MultiHeadSelfAttention):
-        super().__init__()
-        self.heads, self.dropout = ours.heads, ours.dropout
-        self.qkv, self.proj = dense(ours.qkv), dense(ours.proj)
-        self.resid_dropout = nn.Dropout(ours.resid_dropout.p)
+        self.heads, self.dropout = heads, dropout
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim, bias), nn.Linear(dim, dim, bias)
+        self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x):
         B, T, C = x.shape
@@ -69,19 +61,22 @@ class Attention(nn.Module):
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
-class MLP(nn.Module):
-    def __init__(self, ours: L.FullyConnected):
+class FullyConnected(nn.Module):
+    def __init__(self, dim, hidden=None, dropout=0.0, bias=True):
         super().__init__()
-        self.fc, self.proj, self.dropout = dense(ours.fc), dense(ours.proj), nn.Dropout(ours.dropout.p)
+        self.fc, self.proj = nn.Linear(dim, hidden or 4 * dim, bias), nn.Linear(hidden or 4 * dim, dim, bias)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
         return self.dropout(self.proj(F.gelu(self.fc(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, ours: L.Block):
+    def __init__(self, dim, heads, dropout=0.0, bias=True, mlp_ratio=4):
         super().__init__()
-        self.ln1, self.attn, self.ln2, self.mlp = norm(ours.ln1), Attention(ours.attn), norm(ours.ln2), MLP(ours.mlp)
+        self.ln1, self.ln2 = nn.LayerNorm(dim, bias=bias), nn.LayerNorm(dim, bias=bias)
+        self.attn = MultiHeadSelfAttention(dim, heads, dropout, bias)
+        self.mlp = FullyConnected(dim, mlp_ratio * dim, dropout, bias)
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
@@ -89,74 +84,76 @@ class Block(nn.Module):
 
 
 class Recurrent(nn.Module):
-    """RNN or LSTM from the cell equations, parameters named as torch.nn's single-layer ones."""
+    """The recurrent layers from their cell equations, parameters named as torch.nn's
+    single-layer ones without the `_l0`; `cell(x_w, h_w, state)` is one step."""
 
-    def __init__(self, ours: R.RNN | R.LSTM):
+    gates = 1
+
+    def __init__(self, input_size, hidden, bias=True):
         super().__init__()
-        self.lstm = isinstance(ours, R.LSTM)
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            value = getattr(ours, name)
-            setattr(self, name, nn.Parameter(value.data.clone()) if value is not None else None)
+        rows = self.gates * hidden
+        self.weight_ih, self.weight_hh = (
+            nn.Parameter(torch.empty(rows, input_size)),
+            nn.Parameter(torch.empty(rows, hidden)),
+        )
+        self.bias_ih = nn.Parameter(torch.empty(rows)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(rows)) if bias else None
 
     def forward(self, x):
-        xw = x @ self.weight_ih.mT
-        if self.bias_ih is not None:
-            xw = xw + self.bias_ih + self.bias_hh
-        h = c = xw.new_zeros(x.shape[0], self.weight_hh.shape[1])
-        outputs = []
+        xw = F.linear(x, self.weight_ih, self.bias_ih)
+        h = xw.new_zeros(x.shape[0], self.weight_hh.shape[1])
+        state, outputs = (h, h), []
         for xw_t in xw.unbind(1):
-            gates = xw_t + h @ self.weight_hh.mT
-            if self.lstm:
-                i, f, g, o = gates.chunk(4, -1)
-                c = f.sigmoid() * c + i.sigmoid() * g.tanh()
-                h = o.sigmoid() * c.tanh()
-            else:
-                h = gates.tanh()
-            outputs.append(h)
+            state = self.cell(xw_t, F.linear(state[0], self.weight_hh, self.bias_hh), state)
+            outputs.append(state[0])
         return torch.stack(outputs, 1)
 
 
-class TorchLSTM(nn.Module):
-    """torch.nn.LSTM with our layer's weights (for information: cuDNN/ATen's fused kernels)."""
+class RNN(Recurrent):
+    def cell(self, xw, hw, state):
+        h = (xw + hw).tanh()
+        return h, h
 
-    def __init__(self, ours: R.LSTM):
+
+class LSTM(Recurrent):
+    gates = 4
+
+    def cell(self, xw, hw, state):
+        i, f, g, o = (xw + hw).chunk(4, -1)
+        c = f.sigmoid() * state[1] + i.sigmoid() * g.tanh()
+        return o.sigmoid() * c.tanh(), c
+
+
+class GRU(Recurrent):
+    gates = 3
+
+    def cell(self, xw, hw, state):
+        x_r, x_z, x_n = xw.chunk(3, -1)
+        h_r, h_z, h_n = hw.chunk(3, -1)
+        r, z = (x_r + h_r).sigmoid(), (x_z + h_z).sigmoid()
+        h = (1 - z) * (x_n + r * h_n).tanh() + z * state[0]
+        return h, h
+
+
+class TorchLSTM(nn.Module):
+    """torch.nn.LSTM (for information: cuDNN/ATen's fused kernels), parameters named as ours."""
+
+    def __init__(self, input_size, hidden, bias=True):
         super().__init__()
-        self.lstm = nn.LSTM(ours.input_size, ours.hidden_size, bias=ours.bias_ih is not None, batch_first=True)
-        with torch.no_grad():
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                if getattr(ours, name) is not None:
-                    getattr(self.lstm, f"{name}_l0").copy_(getattr(ours, name).data)
+        self.lstm = nn.LSTM(input_size, hidden, bias=bias, batch_first=True)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):  # ours' names, the same tensors
+            if hasattr(self.lstm, f"{name}_l0"):
+                setattr(self, name, getattr(self.lstm, f"{name}_l0"))
 
     def forward(self, x):
         return self.lstm(x)[0]
 
 
-def dense(ours: L.TemporalDense) -> Dense:
-    return Dense(ours.weight.data, ours.bias.data if ours.bias is not None else None)
-
-
-def norm(ours: L.LayerNorm) -> LayerNorm:
-    return LayerNorm(ours.weight.data, ours.bias.data if ours.bias is not None else None, ours.eps)
-
-
-def twin_layer(layer, use_torch_lstm: bool) -> nn.Module:
-    if isinstance(layer, L.Embedding):
-        return Embedding(layer.weight.data)
-    if isinstance(layer, L.PositionalEmbedding):
-        return PositionalEmbedding(layer.weight.data)
-    if isinstance(layer, L.Dropout):
-        return nn.Dropout(layer.p)
-    if isinstance(layer, L.Block):
-        return Block(layer)
-    if isinstance(layer, L.LayerNorm):
-        return norm(layer)
-    if isinstance(layer, L.TemporalDense):
-        return dense(layer)
-    if isinstance(layer, R.LSTM) and use_torch_lstm:
-        return TorchLSTM(layer)
-    if isinstance(layer, (R.RNN, R.LSTM)):
-        return Recurrent(layer)
-    raise TypeError(f"No torch twin for {type(layer).__name__}.")
+TWINS: dict[str, type[nn.Module]] = {
+    cls.__name__: cls
+    for cls in (Embedding, PositionalEmbedding, TemporalDense, LayerNorm, Dropout, MultiHeadSelfAttention,
+                FullyConnected, Block, RNN, LSTM, GRU)
+}  # fmt: skip
 
 
 class TwinModel(nn.Module):
@@ -164,12 +161,20 @@ class TwinModel(nn.Module):
 
     def __init__(self, model: LanguageModel, use_torch_lstm: bool = False):
         super().__init__()
-        self.layers = nn.ModuleList(twin_layer(layer, use_torch_lstm) for layer in model.layers)
-        ours = list(model.layers)
-        for i, layer in enumerate(ours):  # tie what the tinygraph model ties
-            if isinstance(layer, L.TemporalDense) and layer.weight is ours[0].weight:
-                self.layers[i].weight = self.layers[0].weight
-        self.to(next(model.parameters()).device)
+        twins = {**TWINS, **({"LSTM": TorchLSTM} if use_torch_lstm else {})}
+        missing = sorted({call.type for call in model.calls[:-1]} - set(twins))
+        if missing:
+            raise TypeError(f"No torch twin for {', '.join(missing)}; write one in tools/torch_twin.py.")
+        self.layers = nn.ModuleList(twins[call.type](call.width, **call.kwargs) for call in model.calls[:-1])
+        for twin, call in zip(self.layers, model.calls):  # tie what the tinygraph model ties
+            if call.kwargs.get("tied"):
+                twin.weight = self.layers[0].weight
+        ours = dict(model.named_parameters())
+        first = next(iter(ours.values()))
+        self.to(first.device, first.dtype)
+        with torch.no_grad():
+            for name, theirs in self.named_parameters():
+                theirs.copy_(ours[name].data)
 
     def forward(self, ids, targets=None):
         x = ids

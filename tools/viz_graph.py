@@ -2,7 +2,9 @@
 
     python tools/viz_graph.py                                   # one Block's backward graph
     python tools/viz_graph.py --layer LSTM --timesteps 3        # an LSTM unrolled over 3 steps
+    python tools/viz_graph.py --layer my_layers.py:RMSNorm      # a layer of your own
     python tools/viz_graph.py --preset baby --repeat 2 --depth 2  # a 2-block model, modules collapsed
+    python tools/viz_graph.py --config my_model.toml            # any model config, your layers too
     python tools/viz_graph.py --format html                     # the backward explorer: step through it
 
 Without graphviz's `dot` program it still writes the DOT source and says how to install it.
@@ -22,37 +24,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tinygraph as tg
 from tinygraph import viz
 from transformer import config as cfg
-from transformer import layers as L
-from transformer import recurrent as R
+from transformer.errors import UserError
+from transformer.layers import LAYERS, declaration, find, init_weights
 from transformer.model import LanguageModel
+from transformer.settings import ModelSettings
 
-WIDTH, HEADS, VOCAB = 16, 2, 32
+WIDTH, VOCAB = 16, 32
+EXAMPLE = {float: 0.1, bool: True}  # a required option's value in a drawing (the width's: WIDTH; else 2)
 INSTALL_DOT = "Install graphviz (Debian/Ubuntu: sudo apt install graphviz; macOS: brew install graphviz)"
-LAYERS = {
-    "Block": lambda: L.Block(WIDTH, HEADS),
-    "MultiHeadSelfAttention": lambda: L.MultiHeadSelfAttention(WIDTH, HEADS),
-    "FullyConnected": lambda: L.FullyConnected(WIDTH),
-    "LayerNorm": lambda: L.LayerNorm(WIDTH),
-    "TemporalDense": lambda: L.TemporalDense(WIDTH, WIDTH),
-    "Dropout": lambda: L.Dropout(0.1),
-    "Embedding": lambda: L.Embedding(VOCAB, WIDTH),
-    "PositionalEmbedding": lambda: L.PositionalEmbedding(64, WIDTH),
-    "CrossEntropyLoss": lambda: L.CrossEntropyLoss(),
-    "RNN": lambda: R.RNN(WIDTH, WIDTH),
-    "LSTM": lambda: R.LSTM(WIDTH, WIDTH),
-    "GRU": lambda: R.GRU(WIDTH, WIDTH),
-}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Render a layer's (or a model's) graph with graphviz.")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--layer", choices=sorted(LAYERS), help="a layer of the transformer package (default: Block)")
+    what.add_argument(
+        "--layer",
+        metavar="TYPE",
+        help=f"a layer: {', '.join(LAYERS)}, or your own as file.py:Class or package.module:Class (default: Block)",
+    )
     what.add_argument(
         "--preset", choices=cfg.presets(), help="a whole model from a preset; use --depth to collapse modules"
     )
+    what.add_argument("--config", metavar="FILE", help="a whole model from a TOML config file (any layers)")
     p.add_argument(
-        "--repeat", type=int, default=None, help="with --preset: how many copies of each repeated layer (e.g. 2 blocks)"
+        "--repeat", type=int, default=None, help="for a model: how many copies of each repeated layer (e.g. 2 blocks)"
     )
     p.add_argument("--timesteps", type=int, default=4, help="sequence length (default: 4)")
     p.add_argument("--batch", type=int, default=2, help="batch size (default: 2)")
@@ -61,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--depth",
         type=int,
         default=None,
-        help="collapse modules nested deeper than this (default: a preset 2, a layer none)",
+        help="collapse modules nested deeper than this (default: a model 2, a layer none)",
     )
     p.add_argument(
         "--format",
@@ -69,16 +64,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="svg",
         help="html: the backward explorer, one page that steps through backward (default: svg)",
     )
-    p.add_argument("--out", default=None, help="output file (default: runs/viz/<layer or preset>_<view>.<format>)")
+    p.add_argument("--out", default=None, help="output file (default: runs/viz/<layer or model>_<view>.<format>)")
     return p.parse_args(argv)
 
 
-def trace_layer(name: str, batch: int, steps: int) -> tuple[viz.Trace, tg.Tensor]:
-    layer = LAYERS[name]()
+def build_layer(kind: str):
+    """A layer built with its own defaults, its required options given example values, and
+    initialized as a model initializes it."""
+    cls, _ = find(kind)
+    declared = declaration(cls)
+    kwargs = {
+        name: WIDTH if name == declared.out_width else EXAMPLE.get(opt.type, 2)
+        for name, opt in declared.options.items()
+        if opt.required
+    }
+    model = ModelSettings()  # what a layer is handed by the model (its context length)
+    layer = cls(
+        VOCAB if kind in (cfg.FIRST, cfg.LOSS) else WIDTH, **kwargs, **{n: getattr(model, n) for n in declared.given}
+    )
+    init_weights(layer)
+    return layer
+
+
+def trace_layer(kind: str, batch: int, steps: int) -> tuple[viz.Trace, tg.Tensor]:
+    layer = build_layer(kind)
     with viz.Trace(layer) as trace:
-        if name == "Embedding":
+        if kind == cfg.FIRST:
             out = layer(tg.randint(0, VOCAB, (batch, steps)))
-        elif name == "CrossEntropyLoss":
+        elif kind == cfg.LOSS:
             out = layer(tg.randn(batch, steps, VOCAB, requires_grad=True), tg.randint(0, VOCAB, (batch, steps)))
         else:
             out = layer(tg.randn(batch, steps, WIDTH, requires_grad=True))
@@ -86,8 +99,7 @@ def trace_layer(name: str, batch: int, steps: int) -> tuple[viz.Trace, tg.Tensor
     return trace, out
 
 
-def trace_model(preset: str, repeat: int | None, batch: int, steps: int) -> tuple[viz.Trace, tg.Tensor]:
-    config = cfg.load_preset(preset)
+def trace_model(config: dict, repeat: int | None, batch: int, steps: int) -> tuple[viz.Trace, tg.Tensor]:
     if repeat is not None:
         for layer in config["layers"]:
             if "repeat" in layer:
@@ -103,12 +115,18 @@ def trace_model(preset: str, repeat: int | None, batch: int, steps: int) -> tupl
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.manual_seed(0)
-    if args.preset:
-        trace, out = trace_model(args.preset, args.repeat, args.batch, args.timesteps)
-        name, depth = args.preset, args.depth if args.depth is not None else 2
-    else:
-        name, depth = args.layer or "Block", args.depth
-        trace, out = trace_layer(name, args.batch, args.timesteps)
+    try:
+        if args.preset or args.config:
+            config = cfg.load_preset(args.preset) if args.preset else cfg.load_file(args.config)
+            trace, out = trace_model(config, args.repeat, args.batch, args.timesteps)
+            name, depth = args.preset or Path(args.config).stem, args.depth if args.depth is not None else 2
+        else:
+            kind = args.layer or "Block"
+            trace, out = trace_layer(kind, args.batch, args.timesteps)
+            name, depth = kind.rpartition(":")[2], args.depth
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     target = Path(args.out or f"runs/viz/{name.lower()}_{args.view}.{args.format}")
     target.parent.mkdir(parents=True, exist_ok=True)
     if args.format == "html":

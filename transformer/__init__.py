@@ -1,1 +1,17 @@
-"""Character-level language models built from tinygraph ops, and the command line that trains them."""
+"""Character-level language models built from tinygraph ops, and the command lines that
+train, test and sample them.
+
+    settings.py     every setting once: its type, default, range and help
+    options.py      how a setting or a layer's argument is typed and checked
+    config.py       TOML configs: [model], [train] and the [[layers]] stack, checked
+    layers/         the layers, each one class that declares its options
+    model.py        LanguageModel: the stack a config lists
+    data.py         the corpus, the tokenizers, the splits and the batches
+    trainer.py      setting a run up: new, fine-tuned from another, or resumed
+    loop.py         the training loop, top to bottom
+    rundir.py       the run directory: create, lock, save, restore, read back
+    report.py       what a run tells: the console, metrics, samples, the loss plot
+    checkpoint.py   atomic writes, safetensors
+    distributed.py  under torchrun
+    train.py, test.py, sample.py, cli.py   the command lines
+"""

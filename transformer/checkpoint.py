@@ -1,19 +1,13 @@
-"""A run directory and what it holds, every file written atomically.
-
-    config.json             the model and training settings, the corpus, the tokenizer kind
-    tokenizer.json          the vocabulary, sorted
-    checkpoint.safetensors  the latest state: model, optimizer, step, schedules, RNG states
-    best.safetensors        the weights with the best validation loss so far
-    metrics.jsonl, samples.txt, loss.png
+"""The files of a run directory (transformer.rundir), each written atomically.
 
 A write goes to a temporary file that is flushed, fsynced, then renamed over the old
 one, so a process killed at any moment leaves either the old file or the new one, whole.
-Tensors are safetensors and everything else JSON: loading a run never executes code.
+Tensors are safetensors and everything else JSON: reading these files never unpickles
+or executes anything (a run whose layers are your own code runs that code: see rundir).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from pathlib import Path
@@ -25,9 +19,6 @@ from safetensors.torch import save as save_safetensors
 
 from .errors import UserError
 
-CONFIG, TOKENIZER, CHECKPOINT, BEST = "config.json", "tokenizer.json", "checkpoint.safetensors", "best.safetensors"
-METRICS, SAMPLES, PLOT = "metrics.jsonl", "samples.txt", "loss.png"
-
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data` all at once; on failure the old file stays as it was."""
@@ -38,11 +29,12 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        if os.name != "nt":  # the rename itself made durable (Windows cannot open a directory to sync it)
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise UserError(
@@ -132,32 +124,3 @@ def optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> d
         state.setdefault(int(index), {})[name] = value
     groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in rest["param_groups"]]
     return {"state": state, "param_groups": groups}
-
-
-class RunLock:
-    """Only one trainer at a time in a run directory: an advisory lock (flock) on its
-    `.lock` file, which the system releases when the process ends, even by SIGKILL."""
-
-    def __init__(self, directory: Path):
-        self.path = directory / ".lock"
-        self.fd: int | None = None
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise UserError(
-                f"Another trainer (process {holder}) is using {directory}; wait for it to end, or give another --out-dir."
-            ) from None
-        self.fd = fd
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-
-    def release(self) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-    __del__ = release  # a trainer that failed while setting up lets go too

@@ -2,94 +2,31 @@
 checked key by key so that a typo or a value out of range is a clear error.
 
 A config has three parts:
-  [model]   block_size (context length), dropout, bias: defaults the layers share
-  [train]   training settings (batch_size, lr, max_iters...), overridable by flags
-  [[layers]] the stack, first an Embedding, last a CrossEntropyLoss; each entry has a
-            `type`, its options, and `repeat` (how many copies in a row).
+  [model]    the settings the whole model shares (transformer.settings.ModelSettings)
+  [train]    the training settings (TrainSettings), each also a flag
+  [[layers]] the stack, first an Embedding, last a CrossEntropyLoss; each table has a
+             `type` (a built-in layer, or your own: "file.py:Class", "package.module:Class"),
+             the layer's options, and `repeat` (how many copies in a row)
+
+A checked config is a dict of those three parts, its settings complete (defaults filled
+in) and the path of every layer file made absolute: a run saves it as it is.
 """
 
 from __future__ import annotations
 
 import copy
 import tomllib
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .layers import declaration, find
+from .options import Option, at_least
+from .settings import SECTIONS, defaults, options
 
-
-def _int(lo: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-
-def _number(lo: float, hi: float = float("inf"), hi_open: bool = False) -> Callable[[Any], bool]:
-    ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    return lambda v: ok(v) and lo <= v and (v < hi if hi_open else v <= hi)
-
-
-_bool = lambda v: isinstance(v, bool)  # noqa: E731
-_probability = _number(0.0, 1.0, hi_open=True)
-
-# key: (check, what the value must be) for the error message
-MODEL_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "block_size": (_int(1), "a positive integer"),
-    "dropout": (_probability, "a number in [0, 1)"),
-    "bias": (_bool, "true or false"),
-}
-TRAIN_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "batch_size": (_int(1), "a positive integer"),
-    "max_iters": (_int(0), "an integer of at least 0"),
-    "lr": (_number(1e-12), "a positive number"),
-    "min_lr": (_number(0.0), "a number of at least 0"),
-    "warmup_iters": (_int(0), "an integer of at least 0"),
-    "weight_decay": (_number(0.0), "a number of at least 0"),
-    "beta1": (_probability, "a number in [0, 1)"),
-    "beta2": (_probability, "a number in [0, 1)"),
-    "grad_clip": (_number(0.0), "a number of at least 0 (0 turns clipping off)"),
-    "eval_interval": (_int(1), "a positive integer"),
-    "eval_iters": (_int(1), "a positive integer"),
-    "patience": (_int(0), "an integer of at least 0 (0 turns the plateau decay off)"),
-    "decay_factor": (_number(1e-9, 1.0, hi_open=True), "a number in (0, 1)"),
-    "sample_chars": (_int(0), "an integer of at least 0"),
-    "grad_accum": (_int(1), "a positive integer"),
-}
-_layer_common = {"type": (lambda v: isinstance(v, str), "a layer name"), "repeat": (_int(1), "a positive integer")}
-_heads = (_int(1), "a positive integer")
-_hidden = (_int(1), "a positive integer")
-LAYER_KEYS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
-    "Embedding": {"dim": (_int(1), "a positive integer")},
-    "PositionalEmbedding": {},
-    "Dropout": {"p": (_probability, "a number in [0, 1)")},
-    "Block": {
-        "heads": _heads,
-        "mlp_ratio": (_int(1), "a positive integer"),
-        "dropout": MODEL_KEYS["dropout"],
-        "bias": MODEL_KEYS["bias"],
-    },
-    "MultiHeadSelfAttention": {"heads": _heads, "dropout": MODEL_KEYS["dropout"], "bias": MODEL_KEYS["bias"]},
-    "FullyConnected": {"hidden": _hidden, "dropout": MODEL_KEYS["dropout"], "bias": MODEL_KEYS["bias"]},
-    "LayerNorm": {"bias": MODEL_KEYS["bias"]},
-    "TemporalDense": {
-        "out": (lambda v: v == "vocab" or _int(1)(v), 'a positive integer or "vocab"'),
-        "bias": MODEL_KEYS["bias"],
-        "tied": (_bool, "true or false"),
-    },
-    "RNN": {"hidden": _hidden, "bias": MODEL_KEYS["bias"]},
-    "LSTM": {"hidden": _hidden, "bias": MODEL_KEYS["bias"]},
-    "GRU": {"hidden": _hidden, "bias": MODEL_KEYS["bias"]},
-    "CrossEntropyLoss": {},
-}
-REQUIRED = {
-    "Embedding": ["dim"],
-    "Block": ["heads"],
-    "MultiHeadSelfAttention": ["heads"],
-    "RNN": ["hidden"],
-    "LSTM": ["hidden"],
-    "GRU": ["hidden"],
-    "TemporalDense": ["out"],
-}
+FIRST, LOSS = "Embedding", "CrossEntropyLoss"  # every stack starts and ends with these
+REPEAT = Option("repeat", int, 1, at_least(1), "how many copies of the layer, one after the other")
 
 
 def presets() -> list[str]:
@@ -104,8 +41,7 @@ def _presets_dir():
 def load_preset(name: str) -> dict[str, Any]:
     if name not in presets():
         raise UserError(f"There is no preset named {name!r}; choose one of: {', '.join(presets())}.")
-    text = _presets_dir().joinpath(f"{name}.toml").read_text()
-    return parse(text, f"preset {name}")
+    return parse(_presets_dir().joinpath(f"{name}.toml").read_text(), f"preset {name}")
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -120,71 +56,102 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise UserError(
             f"The config file {path} cannot be read as UTF-8 text ({err}); give a TOML text file."
         ) from None
-    return parse(text, str(path))
+    return parse(text, str(path), path.resolve().parent)
 
 
-def parse(text: str, source: str) -> dict[str, Any]:
-    """Parse and check a config; every problem is a UserError naming the key or layer."""
+def load(name: str) -> dict[str, Any]:
+    """A preset by name, or a TOML file by path."""
+    return load_preset(name) if name in presets() else load_file(name)
+
+
+def parse(text: str, source: str, base_dir: Path | None = None) -> dict[str, Any]:
+    """Parse and check a config; every problem is a UserError naming the key or layer.
+    Layer files are found from `base_dir` (the config file's folder; else the current one)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{source} is not valid TOML ({err}); fix the syntax.") from None
-    unknown = set(raw) - {"model", "train", "layers"}
+    unknown = set(raw) - {*SECTIONS, "layers"}
     if unknown:
         raise UserError(
             f"{source}: unknown section(s) {', '.join(sorted(unknown))}; the sections are [model], [train] and [[layers]]."
         )
-    config = {
-        "model": dict(raw.get("model", {})),
-        "train": dict(raw.get("train", {})),
-        "layers": list(raw.get("layers", [])),
-    }
-    check_section(config["model"], MODEL_KEYS, f"{source} [model]")
-    check_section(config["train"], TRAIN_KEYS, f"{source} [train]")
-    check_layers(config["layers"], source)
+    config: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        values = raw.get(section, {})
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: {section} must be a table, [{section}], with its settings under it.")
+        check_section(values, options(cls), f"{source} [{section}]")
+        config[section] = {**defaults(cls), **values}
+    config["layers"] = check_layers(raw.get("layers", []), source, base_dir)
     return config
 
 
-def check_section(values: dict[str, Any], keys: dict, where: str) -> None:
+def check_section(values: dict[str, Any], known: dict[str, Option], where: str) -> None:
     for key, value in values.items():
-        if key not in keys:
-            raise UserError(f"{where}: unknown key {key!r}; the known keys are {', '.join(sorted(keys))}.")
-        check, what = keys[key]
-        if not check(value):
+        if key not in known:
+            raise UserError(f"{where}: unknown key {key!r}; the known keys are {', '.join(sorted(known))}.")
+        what = known[key].problem(value)
+        if what is not None:
             raise UserError(f"{where}: {key} = {value!r} is out of range; it must be {what}.")
 
 
-def check_layers(layers: list[Any], source: str) -> None:
-    if not layers:
+def check_layers(layers: Any, source: str, base_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The [[layers]] tables, checked, each `type` as a run records it (see layers.find)."""
+    if not layers or not isinstance(layers, list) or not all(isinstance(t, dict) for t in layers):
+        raise UserError(f"{source} has no [[layers]]; list the model's layers, first an {FIRST}, last a {LOSS}.")
+    checked = []
+    for i, table in enumerate(layers):
+        _, kind = check_layer(table, f"{source} layers[{i}]", base_dir)
+        checked.append({**table, "type": kind})
+    if checked[0]["type"] != FIRST:
         raise UserError(
-            f"{source} has no [[layers]]; list the model's layers, first an Embedding, last a CrossEntropyLoss."
+            f"{source}: the first layer must be an {FIRST} (it turns token ids into vectors), not {checked[0]['type']}."
         )
-    for i, layer in enumerate(layers):
-        kind = layer.get("type") if isinstance(layer, dict) else None
-        where = f"{source} layers[{i}]"
-        if kind not in LAYER_KEYS:
-            raise UserError(f"{where}: unknown layer type {kind!r}; the layers are {', '.join(LAYER_KEYS)}.")
-        check_section(layer, {**_layer_common, **LAYER_KEYS[kind]}, f"{where} ({kind})")
-        for key in REQUIRED.get(kind, []):
-            if key not in layer:
-                raise UserError(f"{where} ({kind}) needs {key!r}; add `{key} = ...` to it.")
-    if layers[0]["type"] != "Embedding":
-        raise UserError(
-            f"{source}: the first layer must be an Embedding (it turns token ids into vectors), not {layers[0]['type']}."
-        )
-    if layers[-1]["type"] != "CrossEntropyLoss":
-        raise UserError(f"{source}: the last layer must be a CrossEntropyLoss, not {layers[-1]['type']}.")
-    for kind in ("Embedding", "CrossEntropyLoss"):
-        if (
-            sum(layer["type"] == kind for layer in layers) != 1
-            or layers[0 if kind == "Embedding" else -1].get("repeat", 1) != 1
-        ):
+    if checked[-1]["type"] != LOSS:
+        raise UserError(f"{source}: the last layer must be a {LOSS}, not {checked[-1]['type']}.")
+    for kind, end in ((FIRST, checked[0]), (LOSS, checked[-1])):
+        if sum(t["type"] == kind for t in checked) != 1 or end.get("repeat", 1) != 1:
             raise UserError(f"{source}: a model has exactly one {kind}; remove the others (and any repeat).")
+    return checked
+
+
+def check_layer(table: dict[str, Any], where: str, base_dir: Path | None = None) -> tuple[type, str]:
+    """A [[layers]] table against its layer's declaration: its class, and its type as a run records it."""
+    try:
+        cls, kind = find(table.get("type"), base_dir)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+    declared, where = declaration(cls), f"{where} ({table['type']})"
+    if not declared.takes_any:
+        check_section({k: v for k, v in table.items() if k != "type"}, {**declared.options, "repeat": REPEAT}, where)
+    for name, opt in declared.options.items():
+        if opt.required and name not in table:
+            raise UserError(f"{where} needs {name!r}; add `{name} = ...` to it.")
+    return cls, kind
 
 
 def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """A copy of `base` with the [model]/[train] values of `override` on top."""
     out = copy.deepcopy(base)
-    for section in ("model", "train"):
+    for section in SECTIONS:
         out[section].update({k: v for k, v in override.get(section, {}).items() if v is not None})
     return out
+
+
+def to_toml(config: dict[str, Any]) -> str:
+    """A config as the TOML text of a config file (what --print-config prints)."""
+    lines = []
+    for section in SECTIONS:
+        lines += [f"[{section}]", *(f"{k} = {_toml(v)}" for k, v in config[section].items()), ""]
+    for table in config["layers"]:
+        lines += ["[[layers]]", *(f"{k} = {_toml(v)}" for k, v in table.items()), ""]
+    return "\n".join(lines)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)

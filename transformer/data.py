@@ -19,6 +19,7 @@ import torch
 from .errors import UserError
 
 DEFAULT_CORPUS = "pydoc"  # the name under which the embedded corpus is recorded
+IGNORE_INDEX = -100  # a target the loss leaves out
 DATA_DIR = Path("data")
 
 
@@ -209,7 +210,7 @@ def get_batch(
 def sweep(data: torch.Tensor, batch_size: int, block_size: int):
     """Every token of `data` predicted exactly once, in order, for a deterministic loss:
     windows side by side, the last one moved back to end on the last token, its targets
-    that an earlier window already counted set to -100 (ignored)."""
+    that an earlier window already counted set to IGNORE_INDEX."""
     n = len(data) - 1  # (input, next token) pairs
     T = min(block_size, n)
     starts = list(range(0, n - T + 1, T))
@@ -218,7 +219,7 @@ def sweep(data: torch.Tensor, batch_size: int, block_size: int):
     windows, covered = [], 0
     for s in starts:
         y = data[s + 1 : s + 1 + T].clone()
-        y[: max(0, covered - s)] = -100
+        y[: max(0, covered - s)] = IGNORE_INDEX
         covered = s + T
         windows.append((data[s : s + T], y))
     for b in range(0, len(windows), batch_size):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,92 +11,73 @@ import tinygraph as tg
 from tinygraph import Tensor, nn
 
 from . import layers as L
-from . import recurrent as R
+from .config import check_layer
 from .errors import UserError
+from .settings import ModelSettings
 
 
-def _block(o: dict, width: int, model: dict) -> nn.Module:
-    return L.Block(
-        width, o["heads"], o.get("dropout", model["dropout"]), o.get("bias", model["bias"]), o.get("mlp_ratio", 4)
-    )
+@dataclass(frozen=True)
+class LayerCall:
+    """How one layer of the stack was built: `find(type)[0](width, **kwargs)`."""
 
-
-def _attention(o: dict, width: int, model: dict) -> nn.Module:
-    return L.MultiHeadSelfAttention(width, o["heads"], o.get("dropout", model["dropout"]), o.get("bias", model["bias"]))
-
-
-def _mlp(o: dict, width: int, model: dict) -> nn.Module:
-    return L.FullyConnected(width, o.get("hidden"), o.get("dropout", model["dropout"]), o.get("bias", model["bias"]))
-
-
-# type -> (build(options, input width, [model] settings), output width(options, input width))
-BUILDERS: dict[str, tuple[Any, Any]] = {
-    "PositionalEmbedding": (lambda o, w, m: L.PositionalEmbedding(m["block_size"], w), lambda o, w: w),
-    "Dropout": (lambda o, w, m: L.Dropout(o.get("p", m["dropout"])), lambda o, w: w),
-    "Block": (_block, lambda o, w: w),
-    "MultiHeadSelfAttention": (_attention, lambda o, w: w),
-    "FullyConnected": (_mlp, lambda o, w: w),
-    "LayerNorm": (lambda o, w, m: L.LayerNorm(w, o.get("bias", m["bias"])), lambda o, w: w),
-    "RNN": (lambda o, w, m: R.RNN(w, o["hidden"], o.get("bias", m["bias"])), lambda o, w: o["hidden"]),
-    "LSTM": (lambda o, w, m: R.LSTM(w, o["hidden"], o.get("bias", m["bias"])), lambda o, w: o["hidden"]),
-    "GRU": (lambda o, w, m: R.GRU(w, o["hidden"], o.get("bias", m["bias"])), lambda o, w: o["hidden"]),
-}
-MODEL_DEFAULTS = {"block_size": 64, "dropout": 0.0, "bias": True}
+    type: str
+    width: int
+    kwargs: dict[str, Any]
 
 
 class LanguageModel(nn.Module):
-    """Token ids (B, T) to next-token logits (B, T, vocab), and the loss when targets are given."""
+    """Token ids (B, T) to next-token logits (B, T, vocab), and the loss when targets are given.
+
+    `config` is a checked config (transformer.config); each [[layers]] table builds
+    `repeat` layers as `Class(width, **options)`, each initialised as GPT-2
+    (transformer.layers.init), in order; the last of them is the loss.
+    """
 
     def __init__(self, config: dict[str, Any], vocab_size: int):
         super().__init__()
         self.config, self.vocab_size = config, vocab_size
-        self.model_settings = {**MODEL_DEFAULTS, **config.get("model", {})}
-        self.block_size = self.model_settings["block_size"]
-        self.layers = nn.ModuleList(self._build(config["layers"]))
-        self.loss = L.CrossEntropyLoss()
-        self._init_residual_projections()
+        self.settings = ModelSettings(**config.get("model", {}))
+        self.block_size = self.settings.block_size
+        self.calls: list[LayerCall] = []
+        *stack, loss = self._build(config["layers"])
+        self.layers, self.loss = nn.ModuleList(stack), loss
+        L.scale_residual_projections(self)
 
-    def _build(self, specs: list[dict[str, Any]]) -> list[nn.Module]:
-        embedding = L.Embedding(self.vocab_size, specs[0]["dim"])
-        built: list[nn.Module] = [embedding]
-        width = embedding.dim
-        for i, spec in enumerate(specs[1:-1], start=1):
-            kind, where = spec["type"], f"layers[{i}] ({spec['type']})"
-            for _ in range(spec.get("repeat", 1)):
+    def _build(self, tables: list[dict[str, Any]]) -> list[nn.Module]:
+        built: list[nn.Module] = []
+        width = self.vocab_size  # token ids: one feature per token of the vocabulary (the Embedding's rows)
+        for i, table in enumerate(tables):
+            if i == len(tables) - 1 and width != self.vocab_size:  # the loss takes one logit per token
+                raise UserError(
+                    f"The layer before the CrossEntropyLoss gives {width} features per position but the vocabulary "
+                    f'has {self.vocab_size} tokens; end the stack with a TemporalDense with out = "vocab".'
+                )
+            cls, _ = check_layer(table, f"layers[{i}]")  # again: a layer's file may have changed since
+            declared, where = L.declaration(cls), f"layers[{i}] ({table['type']})"
+            for _ in range(table.get("repeat", 1)):
+                kwargs = declared.arguments(table, self.settings, self.vocab_size)
                 try:
-                    if kind == "TemporalDense":
-                        layer, width = self._dense(spec, width, embedding, where)
-                    else:
-                        build, out_width = BUILDERS[kind]
-                        layer, width = build(spec, width, self.model_settings), out_width(spec, width)
+                    layer = cls(width, **kwargs)
                 except ValueError as err:
                     raise UserError(f"{where} does not fit: {err}") from None
+                L.init_weights(layer)
+                if getattr(layer, "tied", False):
+                    self._tie(layer, built[0], where)
+                self.calls.append(LayerCall(table["type"], width, kwargs))
                 built.append(layer)
-        if width != self.vocab_size:
-            raise UserError(
-                f"The layer before the CrossEntropyLoss gives {width} features per position but the vocabulary "
-                f'has {self.vocab_size} tokens; end the stack with a TemporalDense with out = "vocab".'
-            )
+                width = declared.width_after(kwargs, width)
         return built
 
-    def _dense(self, spec: dict, width: int, embedding: L.Embedding, where: str) -> tuple[nn.Module, int]:
-        out = self.vocab_size if spec["out"] == "vocab" else spec["out"]
-        dense = L.TemporalDense(width, out, spec.get("bias", self.model_settings["bias"]))
-        if spec.get("tied", False):
-            if (out, width) != tuple(embedding.weight.shape):
-                raise UserError(
-                    f"{where} is tied to the embedding of shape {tuple(embedding.weight.shape)} but maps {width} "
-                    f'features to {out}; a tied output layer needs the embedding\'s width and out = "vocab".'
-                )
-            dense.weight = embedding.weight  # one Parameter, two uses
-        return dense, out
-
-    def _init_residual_projections(self) -> None:
-        # nanoGPT: the layers writing into the residual stream start smaller, by sqrt(2 * blocks)
-        blocks = [m for m in self.modules() if isinstance(m, L.Block)]
-        for block in blocks:
-            for proj in block.residual_projections():
-                proj.weight.data.normal_(0.0, L.INIT_STD / math.sqrt(2 * len(blocks)))
+    @staticmethod
+    def _tie(layer: nn.Module, embedding: nn.Module, where: str) -> None:
+        """An output layer that shares the token embedding's weight: one Parameter, two uses."""
+        if layer.weight.shape != embedding.weight.shape:
+            out, width = layer.weight.shape
+            raise UserError(
+                f"{where} is tied to the embedding of shape {tuple(embedding.weight.shape)} but maps {width} "
+                f'features to {out}; a tied output layer needs the embedding\'s width and out = "vocab".'
+            )
+        layer.weight = embedding.weight
 
     def forward(self, ids: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         x = ids

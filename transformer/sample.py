@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from .run import command, pick_device, read_run
-from .test import add_sampling_flags, generate
+from .cli import command, pick_device
+from .rundir import read_run
+from .test import generate, sampling_parser, sampling_settings
+
+N_CHARS = 1000
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m transformer.sample", description="Generate text from a trained model.")
-    add_sampling_flags(p, n_chars=1000)
+    p = sampling_parser("python -m transformer.sample", "Generate text from a trained model.", n_chars=N_CHARS)
     args = p.parse_args(argv)
 
     def body() -> None:
-        run = read_run(args.run_dir, pick_device(args.device), f"{args.checkpoint}.safetensors")
-        print(generate(run, args))
+        s = sampling_settings(args, n_chars=N_CHARS)
+        run = read_run(args.run_dir, pick_device(s.device), f"{s.checkpoint}.safetensors")
+        print(generate(run, s))
 
     return command(body)
 

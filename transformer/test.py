@@ -6,51 +6,45 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from typing import Any
 
 import torch
 
 import tinygraph as tg
 
-from .data import DEFAULT_CORPUS, encode_seed, read_corpus, split, sweep, without_unknown
+from .cli import command, pick_device
+from .config import check_section
+from .data import DEFAULT_CORPUS, IGNORE_INDEX, encode_seed, read_corpus, split, sweep, without_unknown
 from .errors import UserError
-from .run import Run, command, pick_device, read_run
+from .rundir import Run, read_run
+from .settings import SampleSettings, add_flags, given, options
 
 
-def add_sampling_flags(p: argparse.ArgumentParser, n_chars: int) -> None:
+def sampling_parser(prog: str, description: str, **defaults: Any) -> argparse.ArgumentParser:
+    """The flags of a command that samples from a run: --from RUN_DIR and SampleSettings
+    (with this command's own `defaults`)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument(
         "--from", dest="run_dir", required=True, metavar="RUN_DIR", help="a run directory written by transformer.train"
     )
-    p.add_argument(
-        "--seed-text", default=None, help="the text to continue (default: a newline, or the vocabulary's first token)"
-    )
-    p.add_argument("--n-chars", type=int, default=n_chars, help=f"tokens to generate (default: {n_chars})")
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=0.8,
-        help="below 1 is more conservative, above 1 more surprising (default: 0.8)",
-    )
-    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only (default: all)")
-    p.add_argument("--seed", type=int, default=1337, help="random seed of sampling (default: 1337)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    p.add_argument(
-        "--checkpoint",
-        choices=["best", "checkpoint"],
-        default="best",
-        help="the best weights or the latest (default: best)",
-    )
+    add_flags(p, [SampleSettings], defaults=defaults)
+    return p
 
 
-def generate(run: Run, args: argparse.Namespace) -> str:
+def sampling_settings(args: argparse.Namespace, **defaults: Any) -> SampleSettings:
+    values = {**defaults, **given(args, SampleSettings)}
+    check_section(values, options(SampleSettings), "command line")
+    return SampleSettings(**values)
+
+
+def generate(run: Run, s: SampleSettings) -> str:
     """Continue the seed text by `n_chars` sampled tokens; returns seed and continuation."""
-    if args.n_chars < 0 or args.temperature <= 0 or (args.top_k is not None and args.top_k < 1):
-        raise UserError("--n-chars must be at least 0, --temperature above 0 and --top-k at least 1.")
-    seed_text = args.seed_text
+    seed_text = s.seed_text
     if seed_text is None:
         seed_text = "\n" if "\n" in run.tokenizer.index else run.tokenizer.vocab[0]
     ids = torch.tensor([encode_seed(seed_text, run.tokenizer)], device=run.model.layers[0].weight.device)
-    gen = torch.Generator(device=ids.device).manual_seed(args.seed)
-    out = run.model.generate(tg.Tensor(ids), args.n_chars, args.temperature, args.top_k, gen)
+    gen = torch.Generator(device=ids.device).manual_seed(s.seed)
+    out = run.model.generate(tg.Tensor(ids), s.n_chars, s.temperature, s.top_k, gen)
     return run.tokenizer.decode(out.data[0])
 
 
@@ -65,25 +59,25 @@ def corpus_loss(run: Run, text: str, batch_size: int = 16) -> tuple[float, int]:
     total, count = 0.0, 0
     for x, y in sweep(data, batch_size, run.model.block_size):
         _, loss = run.model(tg.Tensor(x.to(device)), tg.Tensor(y.to(device)))
-        n = int((y != -100).sum())
+        n = int((y != IGNORE_INDEX).sum())
         total, count = total + loss.item() * n, count + n
     return total / count, count
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m transformer.test",
-        description="Score a trained model on a text (loss per token and bits per character, over every "
-        "token once), then generate a sample. Without --corpus it scores the run's own validation split.",
+    p = sampling_parser(
+        "python -m transformer.test",
+        "Score a trained model on a text (loss per token and bits per character, over every token once), then "
+        "generate a sample. Without --corpus it scores the run's own validation split.",
     )
     p.add_argument(
         "--corpus", default=None, help="a UTF-8 text file to score in full (default: the run's validation split)"
     )
-    add_sampling_flags(p, n_chars=500)
     args = p.parse_args(argv)
 
     def body() -> None:
-        run = read_run(args.run_dir, pick_device(args.device), f"{args.checkpoint}.safetensors")
+        s = sampling_settings(args)
+        run = read_run(args.run_dir, pick_device(s.device), f"{s.checkpoint}.safetensors")
         if args.corpus:
             text, what = without_unknown(read_corpus(args.corpus), run.tokenizer, "The corpus"), args.corpus
         else:
@@ -96,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         loss, count = corpus_loss(run, text)
         bits_per_char = loss * count / math.log(2) / max(1, len(text) - len(run.tokenizer.split(text)[0]))
         print(f"{what}: {count:,} tokens, loss {loss:.4f} nats per token, {bits_per_char:.4f} bits per character")
-        print(f"\nSample (temperature {args.temperature}):\n{generate(run, args)}")
+        print(f"\nSample (temperature {s.temperature}):\n{generate(run, s)}")
 
     return command(body)
 

@@ -4,6 +4,7 @@ installs the public names each provides (Tensor methods, `tinygraph.*`, `F.*`)."
 from ..function import OPS
 from . import (
     activation,
+    conv,
     cumulative,
     einsum,
     elementwise,
@@ -12,7 +13,9 @@ from . import (
     math,
     nn,
     norm,
+    pool,
     reduce,
+    resample,
     select,
     shape,
     values,
@@ -20,6 +23,6 @@ from . import (
 )
 
 __all__ = [
-    "OPS", "activation", "cumulative", "einsum", "elementwise", "linalg", "loss", "math", "nn", "norm", "reduce",
-    "select", "shape", "values", "write",
+    "OPS", "activation", "conv", "cumulative", "einsum", "elementwise", "linalg", "loss", "math", "nn", "norm", "pool",
+    "reduce", "resample", "select", "shape", "values", "write",
 ]  # fmt: skip

@@ -223,7 +223,7 @@ class KLDiv(Function):
     @staticmethod
     def forward(ctx, x, t, log_target=False):
         ctx.log_target = log_target
-        ctx.save_for_backward(x, t)
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, t)  # x: for the target's grad only
         return F.kl_div(x, t, reduction="none", log_target=log_target)
 
     @staticmethod

@@ -392,8 +392,9 @@ class CrossEntropy(Function):
     with torch's class `weight` and `label_smoothing`.
 
     Its grad, row by row, is p * ((1 - e) w[t] + e/C * sum(w)) - (1 - e) w[t] onehot(t) - e/C * w
-    (p = softmax(logits)), scaled by the reduction; no log-softmax is kept. Targets equal to
-    `ignore_index` add nothing.
+    (p = softmax(logits)), scaled by the reduction; no log-softmax is kept (the logits are,
+    so changing them in place before backward is an error, where torch's, which keeps the
+    log-softmax instead, allows it). Targets equal to `ignore_index` add nothing.
     """
 
     autocast = "float32"

@@ -112,7 +112,7 @@ def t(input):
     """The transpose of a matrix (vectors and scalars as they are)."""
     if input.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input.ndim}D")
-    return transpose(input, 0, 1) if input.ndim == 2 else input
+    return transpose(input, 0, 1) if input.ndim == 2 else Permute.apply(input, tuple(range(input.ndim)))  # a view
 
 
 @public("Tensor.movedim Tensor.moveaxis tinygraph.movedim tinygraph.moveaxis")
@@ -172,12 +172,17 @@ class GetItem(Function):
 
     @staticmethod
     def forward(ctx, x, index):
-        ctx.shape, ctx.index = x.shape, index
+        ctx.shape, ctx.advanced = x.shape, is_advanced(index)
+        if ctx.advanced:  # index tensors are saved (and freed after backward), as torch's are
+            ctx.save_for_backward(index)
+        else:
+            ctx.index = index
         return x[index]
 
     @staticmethod
     def backward(ctx, g):
-        return GetItemBackward.apply(g, ctx.shape, ctx.index)
+        index = ctx.saved_tensors[0] if ctx.advanced else ctx.index
+        return GetItemBackward.apply(g, ctx.shape, index)
 
 
 @register
@@ -187,12 +192,13 @@ class GetItemBackward(Function):
 
     @staticmethod
     def forward(ctx, g, shape, index):
-        ctx.index = index
+        ctx.save_for_backward(index)
         return add_at(g.new_zeros(shape), index, g)
 
     @staticmethod
     def backward(ctx, g):
-        return g[ctx.index], None, None
+        (index,) = ctx.saved_tensors
+        return g[index], None, None
 
 
 def add_at(out: torch.Tensor, index, values: torch.Tensor) -> torch.Tensor:

@@ -51,12 +51,12 @@ class CopySlices(Function):
 
     @staticmethod
     def forward(ctx, base, value, index):
-        ctx.index = index
+        ctx._index = index  # made by the engine, never seen by the user: nothing can change it
         return base
 
     @staticmethod
     def backward(ctx, g):
-        index = ctx.index
+        index = ctx._index
         written = torch.zeros(g.numel(), dtype=torch.bool, device=g.device).index_fill_(0, index.reshape(-1), True)
         return g.masked_fill(written.view(g.shape), 0), g.reshape(-1)[index], None
 
@@ -76,7 +76,8 @@ class IndexPut(Function):
 
     @staticmethod
     def forward(ctx, x, value, index, accumulate=False):
-        ctx.index, ctx.accumulate = index, accumulate
+        ctx.accumulate = accumulate
+        ctx.save_for_backward(index)
         if accumulate:
             value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
             return add_at(x.clone(memory_format=torch.contiguous_format), index, value)
@@ -86,7 +87,8 @@ class IndexPut(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return (g if ctx.accumulate else IndexPut.apply(g, 0.0, ctx.index)), g[ctx.index], None, None
+        (index,) = ctx.saved_tensors
+        return (g if ctx.accumulate else IndexPut.apply(g, 0.0, index)), g[index], None, None
 
 
 @register("tinygraph.fill Tensor.fill_")

@@ -1,31 +1,38 @@
 """Recurrent layers, unrolled over time with tinygraph ops (backprop through time is
-just the engine walking the unrolled graph). Weights follow torch.nn.RNN / LSTM's
+just the engine walking the unrolled graph). Weights follow torch.nn.RNN / LSTM / GRU's
 names, layout and uniform(+-1/sqrt(hidden)) init, so their weights load into each other."""
 
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 
 import tinygraph.nn.functional as F
 from tinygraph import Tensor, nn, stack
 
+from ..options import PositiveInt
+from .registry import layer
+
 
 class Recurrent(nn.Module):
     """What every recurrent layer has: input and hidden weights (and biases) per gate."""
 
     gates = 1  # rows of weight_ih per hidden unit
+    out_width = "hidden"
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
+    def __init__(
+        self, input_size: int, hidden: Annotated[PositiveInt, "hidden units (the output width)"], bias: bool = True
+    ):
         super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        bound = 1 / math.sqrt(hidden_size)
+        self.input_size, self.hidden_size = input_size, hidden
+        bound = 1 / math.sqrt(hidden)
         uniform = lambda *shape: nn.Parameter(torch.empty(shape).uniform_(-bound, bound))  # noqa: E731
-        self.weight_ih = uniform(self.gates * hidden_size, input_size)
-        self.weight_hh = uniform(self.gates * hidden_size, hidden_size)
-        self.bias_ih = uniform(self.gates * hidden_size) if bias else None
-        self.bias_hh = uniform(self.gates * hidden_size) if bias else None
+        self.weight_ih = uniform(self.gates * hidden, input_size)
+        self.weight_hh = uniform(self.gates * hidden, hidden)
+        self.bias_ih = uniform(self.gates * hidden) if bias else None
+        self.bias_hh = uniform(self.gates * hidden) if bias else None
 
     def _input_terms(self, x: Tensor) -> Tensor:
         # the input's contribution at every step at once: one matrix product, not T
@@ -36,6 +43,7 @@ class Recurrent(nn.Module):
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}"
 
 
+@layer
 class RNN(Recurrent):
     """h_t = tanh(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), over (B, T, input) to (B, T, hidden)."""
 
@@ -49,6 +57,7 @@ class RNN(Recurrent):
         return stack(outputs, 1)
 
 
+@layer
 class LSTM(Recurrent):
     """The LSTM cell (input, forget, cell and output gates, in torch's order), over
     (B, T, input) to (B, T, hidden)."""
@@ -66,6 +75,7 @@ class LSTM(Recurrent):
         return stack(outputs, 1)
 
 
+@layer
 class GRU(Recurrent):
     """The gated recurrent unit (reset, update and new gates, in torch's order), over
     (B, T, input) to (B, T, hidden): h = (1 - z) * n + z * h_prev."""
