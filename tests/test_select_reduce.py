@@ -343,15 +343,9 @@ def test_matrix_norms_without_singular_values_are_named_as_unsupported():
         x.norm("nuc")
 
 
-# ---- found by the fuzzer on this branch (an engine bug, for the engine's owner) ---------------------------
+# ---- found by the fuzzer on this branch (an engine bug, fixed on main since) -------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="inplace._saved_output_is refreshes the saved version of every saved tensor that is the written "
-    "tensor, also an argument that is self itself (x.mul_(x)), so the stale value is not caught and the grad "
-    "is wrong; it should refresh only the entries that were the op's output",
-)
 def test_x_mul_x_in_place_is_refused_at_backward_as_torch_does():
     x, xt = pair([1.0, 2.0])
     y, yt = x * 1, xt * 1
@@ -360,4 +354,4 @@ def test_x_mul_x_in_place_is_refused_at_backward_as_torch_does():
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         yt.sum().backward()
     with pytest.raises(RuntimeError, match="modified in place"):
-        y.sum().backward()  # today: runs, and x.grad is [2, 6] where d(x*x)/dx is [2, 4]
+        y.sum().backward()  # before the fix: it ran, and x.grad was [2, 6] where d(x*x)/dx is [2, 4]
