@@ -5,10 +5,10 @@ any TOML shape, and run directories damaged file by file. Each runs in this proc
 tiny corpus with a budget of one step. tests/test_bad_input.py keeps one named test per
 kind of failure these found.
 
-The drawn values stay cheap: sizes (--n-chars and --sample-chars too) are small or far
-beyond any machine (never in between, where a run would really fill the memory or take
-hours), and the step budgets (--max-iters, --eval-iters) are drawn small, zero, negative or
-not numbers at all. --compile
+The drawn values stay cheap: sizes (--max-new-tokens and --sample-chars too) are small or
+far beyond any machine (never in between, where a run would really fill the memory or take
+hours), and the budgets (--max-iters, --eval-iters, --num-samples) are drawn small, zero,
+negative or not numbers at all. --compile
 is left out (compiling takes a minute; tests/test_fast_path.py trains with it)."""
 
 import contextlib
@@ -49,7 +49,7 @@ SIZE = ["1", "2", "3", "0", "-1", str(2**62), str(10**30)]  # small, boundary, b
 BUDGET_INT = ["0", "1", "2", "-1"]  # a budget: never large, so that a run stays short
 BAD = ["", "x", "1.5", "nan", "inf", "-inf", "1e400", "0x10", " "]  # not numbers, or not finite ones
 NUMBER = ["0.5", "1e-3", "0", "-1", "1", "0.999", "1e-300", "1e300"]
-BUDGET_NAMES = {"max_iters", "eval_iters"}  # (a huge one is a long run, not a mistake)
+BUDGET_NAMES = {"max_iters", "eval_iters", "num_samples"}  # (a huge one is a long run, not a mistake)
 LEFT_OUT = {"compile"}  # (see the module's docstring)
 
 
@@ -65,6 +65,7 @@ def paths(world: Path) -> dict[str, list[str]]:
         "init_from": [run, missing, str(world / "full"), ""],
         "run_dir": [run, missing, str(world / "full"), str(world / "corpus.txt"), ""],
         "seed_text": ["the ", "€", "", "\n", "x" * 40],
+        "seed_file": [str(world / "corpus.txt"), str(world / "binary.bin"), missing, str(world / "adir"), ""],
         "device": ["cpu", "auto", "tpu", "cuda:99", "mps", ""],
         "preset": ["baby", "nope", ""],
     }

@@ -5,7 +5,8 @@ training state, reading a run back, and cutting its logs back to its checkpoint.
     tokenizer.json          the vocabulary, sorted
     checkpoint.safetensors  the latest state: model, optimizer, step, schedules, RNG states
     best.safetensors        the weights with the best validation loss so far
-    metrics.jsonl, samples.txt, loss.png
+    metrics.jsonl, samples.txt, loss.png, grad_flow.png (transformer.report)
+    tensorboard/            with --tensorboard: the same metrics as TensorBoard events
 
 Every file is written atomically (transformer.checkpoint). The config names the model's
 layers; a layer of your own is recorded by its file's absolute path (or its module's
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +40,8 @@ if TYPE_CHECKING:
     from .trainer import Trainer
 
 CONFIG, TOKENIZER, CHECKPOINT, BEST = "config.json", "tokenizer.json", "checkpoint.safetensors", "best.safetensors"
-METRICS, SAMPLES, PLOT = "metrics.jsonl", "samples.txt", "loss.png"
+METRICS, SAMPLES, PLOT, FLOW_PLOT = "metrics.jsonl", "samples.txt", "loss.png", "grad_flow.png"
+TENSORBOARD = "tensorboard"
 LOCK = ".lock"
 SAMPLE_HEADER = "--- step "  # each evaluation's sample in samples.txt starts so: "--- step N, ..."
 
@@ -71,7 +74,7 @@ class RunLock:
 # A run has started once it saved a checkpoint. Before that its directory holds nothing worth
 # keeping: a start that fails removes what it made, and a start that was killed (so that it
 # could not) leaves a directory that the next start may take over.
-BEFORE_CHECKPOINT = {LOCK, CONFIG, TOKENIZER, BEST, METRICS, SAMPLES, PLOT}  # what a run writes before its checkpoint
+BEFORE_CHECKPOINT = {LOCK, CONFIG, TOKENIZER, BEST, METRICS, SAMPLES, PLOT, FLOW_PLOT}  # and --tensorboard's folder
 
 
 def check_out_dir(out: Path) -> None:
@@ -88,10 +91,10 @@ def check_out_dir(out: Path) -> None:
 
 
 def _before_a_checkpoint(path: Path) -> bool:
-    name = path.name
-    return path.is_file() and (
-        name in BEFORE_CHECKPOINT or (name.startswith(".") and ".tmp-" in name)
-    )  # (atomic_write's)
+    if path.is_dir():
+        return path.name == TENSORBOARD
+    atomic_write_s = path.name.startswith(".") and ".tmp-" in path.name
+    return path.is_file() and (path.name in BEFORE_CHECKPOINT or atomic_write_s)
 
 
 def create(
@@ -122,7 +125,7 @@ def create(
         check_out_dir(out)  # again, now that no other trainer can be writing in it
         for stale in out.iterdir():  # what a start that was killed left behind
             if stale.name != LOCK:
-                stale.unlink()
+                _remove(stale)
         ckpt.write_json(out / CONFIG, info)
         ckpt.atomic_write(out / TOKENIZER, tokenizer.to_json().encode())
     except BaseException:
@@ -141,11 +144,15 @@ def discard(out: Path, made: Path | None, lock: RunLock) -> None:
     with contextlib.suppress(OSError):  # a cleaning-up that fails must not hide why the start failed
         for path in out.iterdir():
             if path.name != LOCK and _before_a_checkpoint(path):
-                path.unlink()
+                _remove(path)
     lock.release()
     with contextlib.suppress(OSError):
         (out / LOCK).unlink(missing_ok=True)
     _remove_folders(out, made)
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _remove_folders(out: Path, made: Path | None) -> None:
@@ -263,6 +270,7 @@ def save_checkpoint(t: Trainer, evaluated: bool) -> None:
         "optimizer": opt_rest,
         "schedule": t.schedule.state_dict(),
         "plateau": t.plateau.state_dict(),
+        "elapsed": t.elapsed,
     }
     tensors = {**ckpt.with_prefix("model", t.model.state_dict()), **ckpt.with_prefix("optimizer", opt_tensors), **rng}
     ckpt.save_tensors(t.out / CHECKPOINT, tensors, meta)
@@ -295,15 +303,16 @@ def restore(t: Trainer) -> None:
         if f"rng.cuda{suffix}" in tensors and t.device.type == "cuda":
             torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], t.device)
         step, best_step, evaluated, best_val = meta["step"], meta["best_step"], meta["evaluated"], meta["best_val"]
+        elapsed = meta.get("elapsed", 0.0)
         if not (_is_int(step) and step >= 0 and _is_int(best_step) and type(evaluated) is bool):
             raise ValueError("its step is not a step")
-        if not (best_val is None or (type(best_val) in (int, float) and not math.isnan(best_val))):
-            raise ValueError("its best loss is not a number")
+        if not (best_val is None or _is_number(best_val)) or not _is_number(elapsed):
+            raise ValueError("its best loss or its time is not a number")
     except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as err:
         raise UserError(
             f"The checkpoint {path} lacks the training state ({err}); it was not written by this trainer."
         ) from None
-    t.step, t.best_step, t.evaluated_at = step, best_step, step if evaluated else None
+    t.step, t.best_step, t.elapsed, t.evaluated_at = step, best_step, elapsed, step if evaluated else None
     t.best_val = best_val if best_val is not None else math.inf
     t.schedule.base_lrs = [t.settings.lr] * len(t.schedule.base_lrs)  # a new --lr applies from here on
     t.schedule._apply()
@@ -345,6 +354,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 RECORD_NUMBERS = {"train": ("loss",), "skip": ("loss", "grad_norm"), "eval": ("train_loss", "val_loss")}  # by kind
+FLOW = ("grad_norms", "update_ratios")  # an evaluation's gradient flow: a number per module
 
 
 def _records(metrics: str) -> list[tuple[str, dict[str, Any]]]:
@@ -355,14 +365,20 @@ def _records(metrics: str) -> list[tuple[str, dict[str, Any]]]:
             record = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
             continue  # a line cut short by a kill, or damaged
-        numbers = (
-            RECORD_NUMBERS.get(record.get("kind"))
-            if isinstance(record, dict) and isinstance(record.get("kind"), str)
-            else None
-        )
-        if numbers and _is_int(record.get("step")) and all(type(record.get(k)) in (int, float) for k in numbers):
+        if _is_record(record):
             out.append((line, record))
     return out
+
+
+def _is_record(r: Any) -> bool:
+    """A record as report.py writes it: a kind, a step, the numbers of its kind, and the
+    gradient flow as tables of numbers where it has one."""
+    if not (isinstance(r, dict) and isinstance(r.get("kind"), str) and _is_int(r.get("step"))):
+        return False
+    flow = [r.get(key) for key in FLOW] if any(key in r for key in FLOW) else []
+    return all(_is_number(r.get(key)) for key in RECORD_NUMBERS.get(r["kind"], ())) and all(
+        isinstance(table, dict) and all(map(_is_number, table.values())) for table in flow
+    )
 
 
 def _read_log(path: Path) -> str:
@@ -377,3 +393,7 @@ def _read_log(path: Path) -> str:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
