@@ -306,7 +306,7 @@ def test_the_text_to_continue_comes_from_a_file_or_standard_input(untrained_run,
         (["--seed-text", "€uro"], "holds '€', which the model never saw"),
         (["--seed-text", "a", "--seed-file", "-"], "give only one"),
         (["--seed-file", "no/such/prompt.txt"], "cannot be read from no/such/prompt.txt"),
-        (["--seed", str(2**64)], "does not fit in 64 bits"),
+        (["--seed", str(2**64)], "seed = 18446744073709551616 is out of range"),  # (the setting's range)
     ],
 )
 def test_bad_sampling_values_are_one_line_errors(untrained_run, capsys, flags, message):

@@ -173,7 +173,7 @@ def test_top_k_and_top_p_keep_the_likeliest_tokens():
         ({"top_k": 0}, "top_k = 0 is out of range; it must be a positive integer"),
         ({"top_k": 2.5}, "top_k = 2.5 is out of range"),
         ({"max_new_tokens": -1}, "max_new_tokens = -1 is out of range"),
-        ({"seed": 2**64}, "does not fit in 64 bits"),
+        ({"seed": 2**64}, "seed = 18446744073709551616 is out of range"),  # (the setting's range)
         ({"prompt": "abc€"}, "holds '€', which the model never saw"),
         ({"prompt": ""}, "is empty"),
     ],

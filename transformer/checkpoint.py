@@ -54,7 +54,7 @@ def read_json(path: Path, what: str) -> Any:
         )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise UserError(f"The {what} {path} is damaged ({err}); restore it or train the run again.") from None
 
 
@@ -71,6 +71,8 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("meta", "{}"))
             tensors = {name: f.get_tensor(name) for name in f.keys()}
+        if not isinstance(meta, dict):
+            raise ValueError(f"its metadata is a {type(meta).__name__}, not a table")
     except (SafetensorError, ValueError, OSError, UnicodeDecodeError) as err:
         raise UserError(
             f"The checkpoint {path} is damaged or not a checkpoint ({err}); use another run's checkpoint."

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import signal
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -46,15 +48,34 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+class Parser(argparse.ArgumentParser):
+    """A command line's parser whose errors are one line, as the commands' own are (argparse
+    would print its usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see {self.prog} --help.\n")
+
+
 def command(body: Callable[[], int | None]) -> int:
     """Run a command line's body: warnings and UserErrors as one line on stderr, exit code 2
-    for a UserError, else what the body returns (0 by default)."""
+    for a UserError (130 for Ctrl-C), else what the body returns (0 by default)."""
     one_line_warnings()
     try:
         return body() or 0
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (UserError, OSError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stopped: Ctrl-C stopped the command.", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def one_line(err: UserError | OSError) -> str:
+    """A UserError's message; or what the system refused (a path one may not look into,
+    say), where no check came first."""
+    if isinstance(err, UserError):
+        return str(err)
+    return f"{err.filename or 'a file'}: {err.strerror or err}; check the path and its permissions."
 
 
 def one_line_warnings() -> None:

@@ -71,6 +71,12 @@ def parse(text: str, source: str, base_dir: Path | None = None) -> dict[str, Any
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{source} is not valid TOML ({err}); fix the syntax.") from None
+    return check(raw, source, base_dir)
+
+
+def check(raw: dict[str, Any], source: str, base_dir: Path | None = None) -> dict[str, Any]:
+    """A config as parsed (from TOML, or a run's config.json), checked section by section,
+    key by key and layer by layer, with its defaults filled in."""
     unknown = set(raw) - {*SECTIONS, "layers"}
     if unknown:
         raise UserError(

@@ -6,8 +6,11 @@ library's `pydoc_data`), so training works on every install without a download.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import stat
+import threading
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -51,8 +54,11 @@ def read_corpus(path: str | None) -> str:
         )
     if resolved.is_dir():
         raise UserError(f"The corpus {path} is a directory; give one UTF-8 text file.")
+    kind = resolved.stat().st_mode
+    if not (stat.S_ISREG(kind) or stat.S_ISFIFO(kind)):  # a device (endless, or a terminal) or a socket
+        raise UserError(f"The corpus {path} is not a file (a device or a socket?); give a UTF-8 text file.")
     try:
-        raw = resolved.read_bytes()
+        raw = _read_pipe(resolved, path) if stat.S_ISFIFO(kind) else resolved.read_bytes()
     except OSError as err:
         raise UserError(f"The corpus {path} cannot be read ({err.strerror}); check its permissions.") from None
     if not raw.strip():
@@ -66,6 +72,25 @@ def read_corpus(path: str | None) -> str:
     if "\x00" in text:
         raise UserError(f"The corpus {path} holds NUL bytes, so it is binary, not text; give a UTF-8 text file.")
     return text
+
+
+PIPE_PATIENCE_S = 1.0  # how long a pipe may keep the reader waiting before it says why it waits
+
+
+def _read_pipe(pipe: Path, path: str | None) -> bytes:
+    """All a named pipe gives: opening it waits for a writer, and after PIPE_PATIENCE_S says so."""
+    waiting = threading.Timer(
+        PIPE_PATIENCE_S,
+        warnings.warn,
+        [f"the corpus {path} is a named pipe (FIFO) that nothing writes to yet; waiting for a writer (Ctrl-C to stop)"],
+    )
+    waiting.daemon = True
+    waiting.start()
+    try:
+        with open(pipe, "rb") as f:
+            return f.read()
+    finally:
+        waiting.cancel()
 
 
 class Tokenizer:
@@ -102,12 +127,23 @@ class Tokenizer:
         return json.dumps({"kind": self.kind, "vocab": self.vocab}, ensure_ascii=False)
 
     @staticmethod
-    def from_json(text: str) -> Tokenizer:
-        data = json.loads(text)
+    def from_data(data: Any, where: str) -> Tokenizer:
+        """The tokenizer whose to_json() was parsed into `data`; anything else is a UserError naming `where`."""
         kinds = {cls.kind: cls for cls in (CharTokenizer, WordTokenizer)}
-        if not isinstance(data, dict) or data.get("kind") not in kinds or not isinstance(data.get("vocab"), list):
-            raise UserError("The tokenizer file is not one this program wrote; train the run again.")
-        return kinds[data["kind"]](data["vocab"])
+        kind, vocab = (data.get("kind"), data.get("vocab")) if isinstance(data, dict) else (None, None)
+        if not (
+            isinstance(kind, str)
+            and kind in kinds
+            and isinstance(vocab, list)
+            and vocab
+            and all(isinstance(t, str) and t and (len(t) == 1 or kind != "char") for t in vocab)
+            and len(set(vocab)) == len(vocab)
+        ):
+            raise UserError(
+                f"{where} is not a vocabulary this program wrote (its kind, char or word, and its distinct tokens); "
+                "restore it or train the run again."
+            )
+        return kinds[kind](vocab)
 
 
 class CharTokenizer(Tokenizer):
@@ -174,20 +210,24 @@ class Splits:
 
 
 def split(text: str, tokenizer: Tokenizer, block_size: int) -> Splits:
-    """The first 90% of the characters train, the last 10% validate.
+    """The tokens within the first 90% of the characters train, the rest validate.
 
     A corpus shorter than one context window (block_size + 1 tokens) is an error. When
     the validation tenth is shorter than that, validation uses the corpus' last window,
     which overlaps the training text (a warning says so).
     """
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    tokens = tokenizer.split(text)
+    ids = torch.tensor([tokenizer.index[t] for t in tokens], dtype=torch.long)
     need = block_size + 1
     if len(ids) < need:
         raise UserError(
             f"The corpus holds {len(ids)} tokens, fewer than one context window plus one ({need}); "
             "use a longer text or a smaller --block-size."
         )
-    cut = len(tokenizer.encode(text[: int(len(text) * 0.9)]))
+    # the cut between two tokens: the tokens that end within the first 90% of the characters train
+    # (tokenizing that prefix alone could end in part of a word the vocabulary does not have)
+    train_chars = int(len(text) * 0.9)
+    cut = sum(1 for end in itertools.accumulate(map(len, tokens)) if end <= train_chars)
     train, val = ids[:cut], ids[cut:]
     if len(train) < need or len(val) < need:
         warnings.warn(

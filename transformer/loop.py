@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import signal
 import time
 from functools import partial
@@ -15,7 +16,7 @@ import torch
 import tinygraph as tg
 from tinygraph.nn.utils import clip_grad_norm_
 
-from . import gradflow, rundir
+from . import gradflow, memory, rundir
 from .data import get_batch
 from .errors import UserError
 from .report import Report
@@ -26,6 +27,7 @@ from .trainer import Trainer
 def train(t: Trainer) -> int:
     """Train until max_iters, or until a signal asks to stop; returns the exit code."""
     s = t.settings
+    memory.check_room(8 * (1 + s.sample_chars), f"A sample of {s.sample_chars:,} tokens", "lower --sample-chars")
     report = Report(t.out, t.job.main, not t.run.no_progress, t.run.tensorboard, t.step, t.model)
     if t.step >= s.max_iters and t.evaluated_at == t.step:  # a finished run, resumed as it was
         report.complete(t.step, s.max_iters, t.best_val, t.best_step)
@@ -37,7 +39,10 @@ def train(t: Trainer) -> int:
     step = Step(t, report)
     started, elapsed_before = time.perf_counter(), t.elapsed
     tokens_per_step = s.batch_size * s.grad_accum * t.job.world * t.block_size
-    with stop_signals() as stop:
+    accum = f" in {s.grad_accum} micro-batches" if s.grad_accum > 1 else ""
+    batch = f"A step of {s.batch_size} sequences of {t.block_size} tokens{accum}"
+    room = "lower --batch-size, --grad-accum or --block-size, or the model's sizes"
+    with stop_signals() as stop, memory.fits(batch, room):
         while True:
             if evaluates(t, t.step) and t.step != t.evaluated_at:
                 evaluate(t, report, step.flow)
@@ -108,12 +113,16 @@ class Step:
             self.report.skipped(t.step + 1, loss, norm)
             return
         where = diagnose(t, x, y, rng)
-        saved = rundir.checkpoint_step(t.out)
-        kept = f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint was saved yet"
         raise UserError(
-            f"Step {t.step + 1}: the loss is {loss} and the grads' norm {norm}, so training stops; {kept}. "
+            f"Step {t.step + 1}: the loss is {loss} and the grads' norm {norm}, so training stops; {kept(t)}. "
             f"{where} Resume with a lower --lr or a --grad-clip, or train with --on-nan skip."
         )
+
+
+def kept(t: Trainer) -> str:
+    """What a run that stops keeps."""
+    saved = rundir.checkpoint_step(t.out)
+    return f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint was saved yet"
 
 
 def grads(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,8 +158,11 @@ def diagnose(t: Trainer, x: torch.Tensor, y: torch.Tensor, rng: list[torch.Tenso
             with t.autocast():
                 _, loss = t.model(tg.Tensor(x[-1]), tg.Tensor(y[-1]))
             loss.backward()
-    except RuntimeError as err:
-        return f"Replayed under detect_anomaly: {err}"
+    except RuntimeError as err:  # its message ends in the stack of the op's call: one line names the op and where
+        what = str(err).splitlines()[0].rsplit(". It", 1)[0].removeprefix("detect_anomaly: ")
+        calls = re.findall(r'File "([^"]+)", line (\d+)', str(err))
+        where = f", called at {calls[-1][0]}:{calls[-1][1]}" if calls else ""
+        return f"Replayed under detect_anomaly: {what}{where}."
     finally:
         t.optimizer.zero_grad()
     return "Replayed in eager mode, the step stayed finite: the fault did not repeat."
@@ -165,6 +177,11 @@ def evaluate(t: Trainer, report: Report, flow: dict[str, Any]) -> None:
     """Losses on both splits, the best weights, the plateau schedule, a checkpoint, a sample;
     `flow`: the gradient flow of the step before (gradflow.py), to log."""
     losses = t.job.broadcast(estimate_losses(t) if t.job.main else None)
+    if not all(map(math.isfinite, losses.values())):  # (the last update made the weights NaN or Inf): save none
+        raise UserError(
+            f"Step {t.step}: the evaluation's losses are {losses['train']} and {losses['val']}, so training stops (the "
+            f"weights or the model's outputs hold NaN or Inf); {kept(t)}. Resume with a lower --lr or a --grad-clip."
+        )
     lr = learning_rate(t)
     best = losses["val"] < t.best_val
     if best:

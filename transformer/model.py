@@ -10,6 +10,7 @@ import torch
 from tinygraph import Tensor, nn
 
 from . import layers as L
+from . import memory
 from .config import check_layer
 from .errors import UserError
 from .generation import Sampling, tokens
@@ -45,6 +46,7 @@ class LanguageModel(nn.Module):
 
     def _build(self, tables: list[dict[str, Any]]) -> list[nn.Module]:
         built: list[nn.Module] = []
+        need = 0  # bytes: of the layers built so far, and of a repeated layer's copies to come
         width = self.vocab_size  # token ids: one feature per token of the vocabulary (the Embedding's rows)
         for i, table in enumerate(tables):
             if i == len(tables) - 1 and width != self.vocab_size:  # the loss takes one logit per token
@@ -54,13 +56,23 @@ class LanguageModel(nn.Module):
                 )
             cls, _ = check_layer(table, f"layers[{i}]")  # again: a layer's file may have changed since
             declared, where = L.declaration(cls), f"layers[{i}] ({table['type']})"
-            for _ in range(table.get("repeat", 1)):
+            repeat = table.get("repeat", 1)
+            for copy in range(repeat):
                 kwargs = declared.arguments(table, self.settings, self.vocab_size)
                 try:
-                    layer = cls(width, **kwargs)
+                    sizes = ", ".join(f"{k} = {v}" for k, v in kwargs.items() if type(v) is int)
+                    with memory.fits(
+                        f"{where} with {sizes or 'its options'} on a width of {width}", "make them smaller"
+                    ):
+                        layer = cls(width, **kwargs)
+                        L.init_weights(layer)
                 except ValueError as err:
                     raise UserError(f"{where} does not fit: {err}") from None
-                L.init_weights(layer)
+                if copy == 0:
+                    weights = sum(p.numel() * p.element_size() for p in layer.parameters())
+                    need += repeat * max(weights, memory.A_MODULE)
+                    copies = f" and its {repeat} copies" if repeat > 1 else ""
+                    memory.check_room(need, f"The layers up to {where}{copies}", "lower repeat or the layers' sizes")
                 if getattr(layer, "tied", False):
                     self._tie(layer, built[0], where)
                 self.calls.append(LayerCall(table["type"], width, kwargs))

@@ -13,6 +13,7 @@ An argument without an annotation takes the type of its default.
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -31,12 +32,14 @@ class Range:
     hi_open: bool = False
 
     def __contains__(self, value: float) -> bool:
+        if not _finite(value):  # no setting means anything at infinity, or at NaN
+            return False
         above = value > self.lo if self.lo_open else value >= self.lo
         below = value < self.hi if self.hi_open else value <= self.hi
         return above and below
 
     def describe(self, integer: bool) -> str:
-        lo, hi = f"{self.lo:g}", f"{self.hi:g}"
+        lo, hi = (_bound(b, integer) for b in (self.lo, self.hi))
         if integer and self.hi == float("inf"):
             return (
                 "a positive integer"
@@ -51,12 +54,25 @@ class Range:
         return f"{kind} in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
 
 
+def _bound(value: float, integer: bool) -> str:
+    return str(int(value)) if integer and math.isfinite(value) else f"{value:g}"
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
+
+
 def at_least(lo: float) -> Range:
     return Range(lo)
 
 
 Positive = Range(0, lo_open=True)
 Fraction = Range(0, 1, hi_open=True)  # a probability of dropping: 1 would drop everything
+
+Int64 = Range(-(2**63), 2**63 - 1)  # what torch's random generators take as a seed
 
 PositiveInt = Annotated[int, at_least(1)]
 Probability = Annotated[float, Fraction]
@@ -117,7 +133,7 @@ def _accepts(tp: Any, value: Any) -> bool:
     if typing.get_origin(tp) is Literal:
         return any(value == v and type(value) is type(v) for v in typing.get_args(tp))
     if tp is float:
-        return _is_number(value)
+        return _is_number(value) and _finite(value)
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, tp) if isinstance(tp, type) else True
@@ -132,6 +148,8 @@ def _describe(tp: Any, rng: Range | None) -> str:
         return rng.describe(tp is int) if rng else ("an integer" if tp is int else "a number")
     if tp is str:
         return "a string"
+    if tp is dict:
+        return "a table"
     return "any value" if tp is Any else f"a {getattr(tp, '__name__', tp)}"
 
 

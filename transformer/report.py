@@ -23,7 +23,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .errors import UserError
 from .gradflow import heat_map
-from .rundir import BEST, CHECKPOINT, FLOW_PLOT, METRICS, PLOT, SAMPLE_HEADER, SAMPLES, TENSORBOARD
+from .rundir import BEST, CHECKPOINT, FLOW_PLOT, METRICS, PLOT, SAMPLE_HEADER, SAMPLES, TENSORBOARD, read_metrics
 
 
 def tensorboard_writer() -> type:
@@ -155,7 +155,7 @@ class Report:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        records = [json.loads(line) for line in (self.out / METRICS).read_text().splitlines() if line.strip()]
+        records = read_metrics(self.out)
         flow = heat_map(records, self.out.name, self.kinds)
         if flow is not None:
             ckpt.atomic_write(self.out / FLOW_PLOT, flow)

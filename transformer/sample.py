@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import memory
 from .api import TrainedModel, check_seed, load
-from .cli import command, program
+from .cli import Parser, command, program
 from .config import check_section
 from .errors import UserError
 from .settings import SampleSettings, add_flags, given, options
@@ -21,7 +22,7 @@ MAX_NEW_TOKENS = 1000
 def sampling_parser(prog: str, description: str, **defaults: Any) -> argparse.ArgumentParser:
     """The flags of a command that samples from a run: --from RUN_DIR and SampleSettings
     (with this command's own `defaults`)."""
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = Parser(prog=prog, description=description)
     p.add_argument(
         "--from", dest="run_dir", required=True, metavar="RUN_DIR", help="a run directory written by transformer.train"
     )
@@ -36,6 +37,7 @@ def sampling_settings(args: argparse.Namespace, **defaults: Any) -> SampleSettin
         raise UserError("--seed-text and --seed-file both give the text to continue; give only one.")
     s = SampleSettings(**values)
     check_seed(s.seed + s.num_samples - 1)  # the last sample's
+    memory.check_room(8 * (1 + s.max_new_tokens), f"{s.max_new_tokens:,} new tokens", "lower --max-new-tokens")
     return s
 
 

@@ -16,14 +16,14 @@ from functools import cache
 from typing import Any, Literal
 
 from .data import DEFAULT_CORPUS, TOKENIZERS
-from .options import Fraction, Option, Positive, Range, alternatives, at_least, option
+from .options import Fraction, Int64, Option, Positive, Range, alternatives, at_least, option
 
 
 def setting(default: Any, help: str, range: Range | None = None, **meta: Any) -> Any:
     """A dataclass field with what a setting is besides its type: its help and range, and
-    `group` (its --help section), `finetune` (its default under --init-from), `per_layer`
-    (a [model] setting a layer's table may set for itself), `metavar` and `default_text`
-    (for --help)."""
+    `group` (its --help section), `finetune` (its default under --init-from), `resume=False`
+    (a run setting that --resume cannot change), `per_layer` (a [model] setting a layer's
+    table may set for itself), `metavar` and `default_text` (for --help)."""
     return field(default=default, metadata={"help": help, "range": range, **meta})
 
 
@@ -67,7 +67,9 @@ class TrainSettings:
 class CommandSettings:
     """What every command line has."""
 
-    seed: int = setting(1337, "random seed of what is drawn: initial weights, batches, dropout, samples")
+    seed: int = setting(
+        1337, "random seed of what is drawn: initial weights, batches, dropout, samples", Int64, resume=False
+    )
     device: str = setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
 
 
@@ -75,8 +77,12 @@ class CommandSettings:
 class RunSettings(CommandSettings):
     """The training command line's own flags: what to train, on what, where and how."""
 
-    preset: str = setting("baby", "a shipped model and training recipe (see transformer/presets/)", group="model")
-    config: str | None = setting(None, "a TOML config file instead of a preset", group="model", metavar="FILE")
+    preset: str = setting(
+        "baby", "a shipped model and training recipe (see transformer/presets/)", group="model", resume=False
+    )
+    config: str | None = setting(
+        None, "a TOML config file instead of a preset", group="model", metavar="FILE", resume=False
+    )
     init_from: str | None = setting(
         None,
         "fine-tune: start from a trained run's best weights and vocabulary, with the fine-tuning defaults",
@@ -84,20 +90,27 @@ class RunSettings(CommandSettings):
         metavar="RUN_DIR",
     )
     tokenizer: Literal[tuple(TOKENIZERS)] = setting(  # type: ignore[valid-type]
-        "char", "char: one token per character; word: words, spaces and punctuation marks", group="model"
+        "char",
+        "char: one token per character; word: words, spaces and punctuation marks",
+        group="model",
+        resume=False,
     )
     corpus: str = setting(
         DEFAULT_CORPUS,
         f"a UTF-8 text file; a bare name is also looked for in data/ ({DEFAULT_CORPUS}: Python's own documentation)",
     )
     out_dir: str | None = setting(
-        None, "the run directory to create", default_text="runs/<preset or config>-<date>-<time>", metavar="DIR"
+        None,
+        "the run directory to create",
+        default_text="runs/<preset or config>-<date>-<time>",
+        metavar="DIR",
+        resume=False,
     )
     resume: str | None = setting(
         None, "continue a run from its latest checkpoint, in its own directory", metavar="RUN_DIR"
     )
     dtype: Literal["float32", "bfloat16", "float64"] = setting(
-        "float32", "bfloat16: mixed precision (float32 weights, bfloat16 matrix products)"
+        "float32", "bfloat16: mixed precision (float32 weights, bfloat16 matrix products)", resume=False
     )
     compile: bool = setting(
         False,

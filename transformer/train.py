@@ -10,14 +10,15 @@ training loop), rundir (the run directory), report (what the run tells).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
 import torch
 
 from . import config as cfg
-from . import distributed, loop
-from .cli import one_line_warnings, program
+from . import distributed, loop, rundir
+from .cli import Parser, one_line, one_line_warnings, program
 from .errors import UserError
 from .report import tensorboard_writer
 from .settings import SECTIONS, ModelSettings, RunSettings, TrainSettings, add_flags, given, meta, shown
@@ -27,7 +28,7 @@ DEFAULT_PRESET = RunSettings.preset
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=program("transformer.train"),
         description="Train a language model built from tinygraph ops on a text file. Settings come from the "
         f"preset (or --config), then from these flags. With no arguments: the {DEFAULT_PRESET} preset on Python's "
@@ -67,10 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         job, device = distributed.start(what.run.dist_backend, what.run.device)
         trainer = Trainer(what, job, device)
         return loop.train(trainer)
-    except UserError as err:
+    except (UserError, OSError) as err:
         rank = f" (process {job.rank} of {job.world})" if job.rank else ""
-        print(f"error{rank}: {err}", file=sys.stderr)
+        print(f"error{rank}: {one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C, which stops at once; or one before training started
+        saved = rundir.checkpoint_step(trainer.out) if trainer is not None and trainer.lock is not None else None
+        kept = f"{trainer.out} keeps its checkpoint of step {saved}" if saved is not None else "no run was saved"
+        print(f"stopped: Ctrl-C stopped the trainer at once; {kept}.", file=sys.stderr)
+        return 128 + signal.SIGINT
     except torch.distributed.DistBackendError as err:  # another process of the job is gone
         print(
             f"error (process {job.rank} of {job.world}): the job lost a process ({str(err).splitlines()[0]}); "

@@ -22,7 +22,7 @@ from . import distributed, rundir
 from .cli import pick_device
 from .data import TOKENIZERS, read_corpus, split, without_unknown
 from .errors import UserError
-from .settings import SECTIONS, ModelSettings, RunSettings, TrainSettings, defaults, flag, options
+from .settings import SECTIONS, ModelSettings, RunSettings, TrainSettings, defaults, flag, meta, options
 
 NO_ARGUMENT_ITERS = 1000  # the run with no arguments: the baby preset, shortened to a few minutes on 2 cores
 
@@ -39,6 +39,10 @@ class Plan:
 def plan(given: dict[str, Any], flags: dict[str, dict[str, Any]]) -> Plan:
     """The config and settings of a run, from the run settings the command line `given`
     and its [model] and [train] `flags`."""
+    cfg.check_section(given, options(RunSettings), "command line")
+    empty = [flag(name) for name, value in given.items() if value == ""]
+    if empty:
+        raise UserError(f"{' and '.join(empty)} cannot be empty; give a value (see --help).")
     for section, cls in SECTIONS.items():
         cfg.check_section(flags.get(section, {}), options(cls), "command line")
     run = RunSettings(**given)
@@ -48,11 +52,19 @@ def plan(given: dict[str, Any], flags: dict[str, dict[str, Any]]) -> Plan:
         raise UserError("--preset and --config both describe the model; give only one.")
     if run.resume:
         info = rundir.resumable(Path(run.resume))
-        if flags.get("model"):
-            raise UserError(f"--resume continues the run as it was built; drop {', '.join(map(flag, flags['model']))}.")
+        fixed = [name for name in given if meta(RunSettings, name).get("resume") is False] + [*flags.get("model", {})]
+        if fixed:
+            raise UserError(
+                f"--resume continues the run as it was built and seeded, in its own directory; drop {', '.join(map(flag, fixed))}."
+            )
         run = replace(run, dtype=info["dtype"], seed=info["seed"], corpus=given.get("corpus", info["corpus"]))
         return Plan(run, cfg.merged(info["config"], flags), Path(run.resume).name)
+    if run.out_dir:
+        rundir.check_out_dir(Path(run.out_dir))  # now, rather than after reading the corpus and building the model
     if run.init_from:
+        described = [flag(name) for name in ("preset", "config") if name in given]
+        if described:
+            raise UserError(f"--init-from trains the model of {run.init_from}; drop {', '.join(described)}.")
         info = rundir.read_info(Path(run.init_from))
         built_for = ModelSettings(**info["config"]["model"]).block_size
         if flags.get("model", {}).get("block_size", built_for) != built_for:
@@ -86,6 +98,7 @@ class Trainer:
         self.elapsed = 0.0  # seconds of training, over every resume
         self.evaluated_at: int | None = None  # a step whose evaluation a resumed checkpoint already holds
         self.lock: rundir.RunLock | None = None
+        self.made: Path | None = None  # the first folder a new run's directory made
         if run.resume:
             self.out = Path(run.resume)
             self.job.on_main(self._lock)
@@ -146,14 +159,16 @@ class Trainer:
             "init_from": self.run.init_from,
             "created": datetime.now().isoformat(timespec="seconds"),
         }
-        out, self.lock = rundir.create(self.run.out_dir, self.name, info, self.tokenizer)
+        out, self.lock, self.made = rundir.create(self.run.out_dir, self.name, info, self.tokenizer)
         return str(out)
 
     def autocast(self) -> tg.autocast:
         return tg.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.run.dtype == "bfloat16")
 
     def release(self) -> None:
-        """Let go of the run directory's lock."""
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        """Let go of the run directory's lock; a new run that saved no checkpoint leaves no directory."""
+        lock, self.lock = self.lock, None
+        if lock is not None and self.run.resume:
+            lock.release()
+        elif lock is not None:
+            rundir.discard(self.out, self.made, lock)

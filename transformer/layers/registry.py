@@ -105,6 +105,8 @@ def find(kind: Any, base_dir: Path | None = None) -> tuple[type[nn.Module], str]
             '"file.py:Class" or "package.module:Class".'
         )
     source, _, name = kind.rpartition(":")
+    if not source or not name:
+        raise UserError(f'the layer type {kind!r} names no class; write "file.py:Class" or "package.module:Class".')
     if source.endswith(".py") or "/" in source or "\\" in source:
         path = Path(source).expanduser()
         path = (path if path.is_absolute() else (base_dir or Path.cwd()) / path).resolve()
@@ -134,6 +136,8 @@ def _load_file(path: Path) -> ModuleType:
         return _files[key]
     name = f"tinygraph_user_layers.{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None:  # not a name Python loads as source
+        raise UserError(f"the layer file {path} is not a Python file; name a file ending in .py.")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # as an import would: dataclasses and pickling look for it there
     try:
