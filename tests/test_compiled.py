@@ -28,7 +28,13 @@ CASES = {
     "layer_norm, 2 dims, no bias": (lambda x, w: F.layer_norm(x, (5, 16), w), ((3, 5, 16), (5, 16))),
     "gelu": (lambda x: F.gelu(x), ((3, 5, 16),)),
     "gelu tanh": (lambda x: F.gelu(x, approximate="tanh"), ((3, 5, 16),)),
+    "lstm cell": (lambda *args: sum_of_both(N.LSTMCell.apply(*args)), ((3, 16), (3, 4), (3, 4), (16, 4))),
 }
+
+
+def sum_of_both(h_and_c):
+    h, c = h_and_c
+    return h * 2 + c
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -36,8 +42,9 @@ def test_compiled_backward_equals_the_formula_and_the_composite(case, compile_ev
     call, shapes = CASES[case]
     torch.manual_seed(0)
     inputs = [tg.randn(*s, dtype=tg.float64, requires_grad=True) for s in shapes]
-    v = tg.randn(*shapes[0], dtype=tg.float64)
-    compiled = tg.grad(call(*inputs), inputs, v)
+    out = call(*inputs)
+    v = tg.randn(*out.shape, dtype=tg.float64)
+    compiled = tg.grad(out, inputs, v)
     C.settings.enabled = False
     eager = tg.grad(call(*inputs), inputs, v)
     with use_composites():
@@ -120,5 +127,5 @@ def test_a_compiler_that_fails_leaves_the_formula(monkeypatch):
 
 
 def test_the_fused_ops_backwards_are_compiled_formulas():
-    for formula in (E.gelu_backward, N.layer_norm_backward):
+    for formula in (E.gelu_backward, N.layer_norm_backward, N.lstm_gate_grads):
         assert callable(formula.formula) and formula.formula is not formula

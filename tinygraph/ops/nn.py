@@ -628,15 +628,23 @@ class LSTMCell(Function):
     @staticmethod
     def backward(ctx, grad_h, grad_c):
         h, c, weight_hh, gates, tanh_c = ctx.saved_tensors
-        i, f, g, o = gates.chunk(4, 1)
-        grad_c = grad_h * o * (1 - tanh_c * tanh_c) + grad_c  # through h = o * tanh(c), plus c's own
-        grad_gates = torch.cat(
-            [
-                grad_c * g * i * (1 - i),  # sigmoid' = s (1 - s)
-                grad_c * c * f * (1 - f),
-                grad_c * i * (1 - g * g),  # tanh' = 1 - t^2
-                grad_h * tanh_c * o * (1 - o),
-            ],
-            1,
-        )
-        return grad_gates, grad_gates @ weight_hh, grad_c * f, grad_gates.mT @ h
+        grad_gates, grad_c_prev = lstm_gate_grads(grad_h, grad_c, c, gates, tanh_c)
+        return grad_gates, grad_gates @ weight_hh, grad_c_prev, grad_gates.mT @ h
+
+
+@compiled
+def lstm_gate_grads(grad_h, grad_c, c, gates, tanh_c):
+    """The grads of the gates' pre-activations and of the previous c, from the activated
+    gates: a dozen small elementwise ops per step, one kernel compiled."""
+    i, f, g, o = gates.chunk(4, 1)
+    grad_c = grad_h * o * (1 - tanh_c * tanh_c) + grad_c  # through h = o * tanh(c), plus c's own
+    grad_gates = torch.cat(
+        [
+            grad_c * g * i * (1 - i),  # sigmoid' = s (1 - s)
+            grad_c * c * f * (1 - f),
+            grad_c * i * (1 - g * g),  # tanh' = 1 - t^2
+            grad_h * tanh_c * o * (1 - o),
+        ],
+        1,
+    )
+    return grad_gates, grad_c * f
