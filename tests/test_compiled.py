@@ -19,7 +19,7 @@ from tinygraph.testing import use_composites
 @pytest.fixture
 def compile_everything(monkeypatch):
     """Every `@compiled` formula compiled, whatever its size."""
-    monkeypatch.setattr(C.settings, "enabled", True)
+    monkeypatch.setattr(C.settings, "devices", ("cpu", "cuda"))
     monkeypatch.setattr(C.settings, "min_elements", 0)
 
 
@@ -45,7 +45,7 @@ def test_compiled_backward_equals_the_formula_and_the_composite(case, compile_ev
     out = call(*inputs)
     v = tg.randn(*out.shape, dtype=tg.float64)
     compiled = tg.grad(out, inputs, v)
-    C.settings.enabled = False
+    C.settings.devices = ()
     eager = tg.grad(call(*inputs), inputs, v)
     with use_composites():
         composite = tg.grad(call(*inputs), inputs, v)
@@ -65,7 +65,7 @@ def spy_compile(monkeypatch):
         return fn
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    monkeypatch.setattr(C.settings, "enabled", True)
+    monkeypatch.setattr(C.settings, "devices", ("cpu", "cuda"))
     return asked
 
 
@@ -83,7 +83,7 @@ def test_compiles_large_tensors_once_and_small_ones_never(spy_compile, monkeypat
     double(torch.ones(100))
     double(torch.ones(200))
     assert spy_compile == [double.formula]  # one compiled function; torch.compile makes one kernel per shape
-    monkeypatch.setattr(C.settings, "enabled", False)  # TINYGRAPH_COMPILE_OPS=0
+    monkeypatch.setattr(C.settings, "devices", ())  # TINYGRAPH_COMPILE_OPS=0
     assert torch.equal(double(torch.ones(300)), torch.full((300,), 2.0))
     assert len(calls) == 4
 
@@ -91,7 +91,7 @@ def test_compiles_large_tensors_once_and_small_ones_never(spy_compile, monkeypat
 def test_stops_compiling_new_shapes_past_the_limit(monkeypatch):
     compiled_calls = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: lambda x: compiled_calls.append(x.shape) or fn(x))
-    monkeypatch.setattr(C.settings, "enabled", True)
+    monkeypatch.setattr(C.settings, "devices", ("cpu", "cuda"))
     monkeypatch.setattr(C.settings, "min_elements", 0)
     monkeypatch.setattr(C.settings, "max_shapes", 2)
 
@@ -112,7 +112,7 @@ def test_a_compiler_that_fails_leaves_the_formula(monkeypatch):
         return kernel
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    monkeypatch.setattr(C.settings, "enabled", True)
+    monkeypatch.setattr(C.settings, "devices", ("cpu", "cuda"))
     monkeypatch.setattr(C.settings, "min_elements", 0)
 
     @C.compiled
@@ -124,6 +124,12 @@ def test_a_compiler_that_fails_leaves_the_formula(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second attempt, no second warning
         assert torch.equal(double(torch.ones(4)), torch.full((4,), 2.0))
+
+
+def test_the_switch_chooses_the_devices():
+    assert C._devices(None) == ("cuda",)  # by default: the CPU is opt-in
+    assert C._devices("1") == C._devices("on") == ("cpu", "cuda")
+    assert C._devices("0") == C._devices("off") == ()
 
 
 def test_the_fused_ops_backwards_are_compiled_formulas():

@@ -7,14 +7,19 @@ loop or two (on the CPU, C++ it writes and builds; on a GPU, Triton). `@compiled
 such a formula, a pure function of torch.Tensors and plain values (which it specializes
 on), and decides per call:
 
-- compiled where it pays: switched on (`TINYGRAPH_COMPILE_OPS`, default on; `=0` turns it
-  off), on a CPU or CUDA tensor, the largest tensor argument at least `min_elements` big
+- compiled where it pays: on a device it is switched on for (`TINYGRAPH_COMPILE_OPS`: by
+  default CUDA only; `=1` for the CPU too, `=0` for neither), the largest tensor argument at
+  least `min_elements` big
   (a compiled call costs ~15 µs more than an eager one: tiny tensors lose), and among the
   first `max_shapes` shapes of the call (a new shape is a new compilation, seconds: the
   growing contexts of generation, say, must not start one per length);
 - the formula itself everywhere else: inside a torch.compile already (the whole training
   step's: there the formula is traced inline), and for good once compiling it failed
   (no C++ compiler, say; a warning says so).
+
+On the CPU it is opt-in: there it makes eager steps faster but costs the process about
+200 MB of resident memory (dynamo and inductor, loaded and compiling), more than a small
+model's whole training memory (docs/performance.md has the measurements).
 
 The formula stays the reference: the tests run every wrapped formula both ways and check
 the two against each other and against the op's composite.
@@ -31,16 +36,21 @@ from typing import Any
 import torch
 
 
+def _devices(switch: str | None) -> tuple[str, ...]:
+    if switch is None:
+        return ("cuda",)
+    return () if switch.lower() in ("0", "false", "no", "off") else ("cpu", "cuda")
+
+
 class Settings:
     """When `@compiled` formulas run compiled (see the module docstring); change at will."""
 
-    enabled = os.environ.get("TINYGRAPH_COMPILE_OPS", "1").lower() not in ("0", "false", "no", "off")
+    devices = _devices(os.environ.get("TINYGRAPH_COMPILE_OPS"))
     min_elements = 32768
     max_shapes = 8
 
 
 settings = Settings()
-DEVICES = ("cpu", "cuda")
 
 
 def compiled(formula: Callable) -> Callable:
@@ -53,10 +63,10 @@ def compiled(formula: Callable) -> Callable:
     @functools.wraps(formula)
     def run(*args: Any) -> Any:
         nonlocal kernel, failed
-        if failed or not settings.enabled or torch.compiler.is_compiling():
+        if failed or torch.compiler.is_compiling():
             return formula(*args)
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        if not tensors or tensors[0].device.type not in DEVICES:
+        if not tensors or tensors[0].device.type not in settings.devices:
             return formula(*args)
         if max(t.numel() for t in tensors) < settings.min_elements:
             return formula(*args)
