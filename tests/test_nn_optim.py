@@ -126,7 +126,8 @@ def test_optimizers_follow_torch_step_by_step(make, make_torch, one_pass, monkey
     ours, theirs = _twins()
     opt, opt_t = make(ours), make_torch(theirs)
     for _ in range(6):
-        g = torch.randn(3, 4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+        # a grad laid out unlike its parameter (as a conv weight's is): the update must not care
+        g = torch.randn(4, 3, dtype=torch.float64).mT, torch.randn(4, dtype=torch.float64)
         for p, q, gi in zip(ours, theirs, g):
             p.grad, q.grad = tg.Tensor(gi.clone()), gi.clone()
         opt.step()

@@ -139,6 +139,7 @@ class Adam(Optimizer):
             if _one_pass(data, grads):  # torch's fused Adam: every tensor read and written once
                 torch._foreach_add_(steps, 1)
                 update = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
+                grads = [g.contiguous() for g in grads]  # it walks each grad in its parameter's layout
                 update(data, grads, m, v, [], steps, lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd, eps=eps,
                        amsgrad=False, maximize=False)  # fmt: skip
                 continue
@@ -193,11 +194,11 @@ class AdamW(Adam):
 def _one_pass(data: list[torch.Tensor], grads: list[torch.Tensor]) -> bool:
     """Whether torch's fused Adam kernel serves: eager (a compiled step fuses the foreach
     formula itself), CPU tensors (its CUDA kernel wants float32 step counts, and is
-    untested here), and grads of their parameter's dtype. Its update is the foreach
-    formula's, to float rounding."""
+    untested here), contiguous parameters, and grads of their parameter's dtype. Its update
+    is the foreach formula's, to float rounding."""
     return (
         not torch.compiler.is_compiling()
-        and all(t.device.type == "cpu" for t in data)
+        and all(t.device.type == "cpu" and t.is_contiguous() for t in data)
         and all(p.dtype == g.dtype and p.dtype.is_floating_point for p, g in zip(data, grads))
     )
 
