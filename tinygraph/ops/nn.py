@@ -572,13 +572,15 @@ class ScaledDotProductAttention(Function):
 
 def _attention_kernel_fits(q, k, v, attn_mask, dropout_p, needs_input_grad):
     """Whether the flash-attention kernel covers this call: no dropout, no grad for the mask,
-    q, k and v of one dtype and of one leading shape, and heads of at most 256 features."""
+    q, k and v of one dtype and of one leading shape, heads of at most 256 features, and at
+    most 65535 (batch, head) pairs (the kernels' grid)."""
     same = q.dtype == k.dtype == v.dtype and q.ndim == k.ndim == v.ndim and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
     return (
         same
         and not dropout_p
         and not (len(needs_input_grad) > 3 and needs_input_grad[3])
         and max(q.shape[-1], v.shape[-1]) <= 256
+        and math.prod(q.shape[:-2]) <= 65535
         and kernels.use(q, k, v, attn_mask)
     )
 
