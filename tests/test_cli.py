@@ -1,6 +1,7 @@
 """The command lines, as a user runs them: short training runs, test, sample, fine-tune,
 resume, and the clear one-line errors for bad input."""
 
+import io
 import json
 import subprocess
 import sys
@@ -239,3 +240,87 @@ def test_seed_text_with_unknown_characters_is_an_error(files, capsys):
 def test_a_run_without_a_checkpoint_cannot_be_tested(files, capsys):
     assert test.main(["--from", str(files / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def untrained_run(tmp_path_factory):
+    """A run directory of an untrained model (0 steps): enough to sample from."""
+    tmp = tmp_path_factory.mktemp("sampling")
+    (tmp / "tiny.toml").write_text(TINY)
+    (tmp / "corpus.txt").write_text(TEXT)
+    assert run_train(tmp, "--max-iters", "0", "--sample-chars", "0") == 0
+    return tmp / "run"
+
+
+class Terminal(io.StringIO):
+    """Standard output that notes what had been written at each flush."""
+
+    def __init__(self):
+        super().__init__()
+        self.flushed = []
+
+    def flush(self):
+        self.flushed.append(self.getvalue())
+
+
+def test_sample_streams_several_samples_with_top_p(untrained_run, capsys, monkeypatch):
+    argv = ["--from", str(untrained_run), "--seed-text", "the ", "--max-new-tokens", "12", "--top-p", "0.9"]
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    assert sample.main([*argv, "--num-samples", "3", "--seed", "4"]) == 0
+    out, flushed = sys.stdout.getvalue(), sys.stdout.flushed
+    monkeypatch.undo()
+    assert [line for line in out.splitlines() if line.startswith("--- sample")] == [
+        f"--- sample {i} of 3 (--seed {3 + i}) ---" for i in (1, 2, 3)
+    ]
+    assert len(set(flushed)) >= 3 * 12  # shown as each token came, not once at the end
+    samples = [s.split("---\n", 1)[1].rstrip("\n") for s in out.split("--- sample")[1:]]
+    assert all(s.startswith("the ") and len(s) == 16 for s in samples)
+    assert sample.main([*argv, "--seed", "5"]) == 0  # the second sample, drawn again alone
+    assert capsys.readouterr().out.rstrip("\n") == samples[1]
+    assert sample.main(["--from", str(untrained_run), "--seed-text", "the ", "--n-chars", "12", "--top-p", "0.9",
+                        "--seed", "5"]) == 0  # fmt: skip
+    assert capsys.readouterr().out.rstrip("\n") == samples[1]
+
+
+def test_the_text_to_continue_comes_from_a_file_or_standard_input(untrained_run, capsys, monkeypatch):
+    prompt = untrained_run.parent / "prompt.txt"
+    prompt.write_text("the lazy ")
+    assert sample.main(["--from", str(untrained_run), "--seed-file", str(prompt), "--n-chars", "5"]) == 0
+    assert capsys.readouterr().out.startswith("the lazy ")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("over the "))
+    assert sample.main(["--from", str(untrained_run), "--seed-file", "-", "--n-chars", "5", "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("over the ") and len(out) == len("over the ") + 5 + 1
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--temperature", "-1"], "temperature = -1.0 is out of range; it must be a number of at least 0"),
+        (["--temperature", "nan"], "temperature = nan is out of range"),
+        (["--top-p", "0"], "top_p = 0.0 is out of range; it must be a number in (0, 1]"),
+        (["--top-p", "1.01"], "top_p = 1.01 is out of range"),
+        (["--top-k", "0"], "top_k = 0 is out of range; it must be a positive integer"),
+        (["--num-samples", "0"], "num_samples = 0 is out of range"),
+        (["--max-new-tokens", "-3"], "max_new_tokens = -3 is out of range"),
+        (["--seed-text", "€uro"], "holds '€', which the model never saw"),
+        (["--seed-text", "a", "--seed-file", "-"], "give only one"),
+        (["--seed-file", "no/such/prompt.txt"], "cannot be read from no/such/prompt.txt"),
+        (["--seed", str(2**64)], "does not fit in 64 bits"),
+    ],
+)
+def test_bad_sampling_values_are_one_line_errors(untrained_run, capsys, flags, message):
+    for command in (sample, test):
+        assert command.main(["--from", str(untrained_run), *flags]) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+        assert "Sample" not in captured.out
+
+
+def test_a_tiny_temperature_samples_as_greedy(untrained_run, capsys):
+    outs = []
+    for temperature in ("0", "1e-40"):
+        assert sample.main(["--from", str(untrained_run), "--n-chars", "30", "--temperature", temperature]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]

@@ -229,7 +229,7 @@ def in_place_step(program):
     elif kind == "masked_fill_":
         mask = torch.rand(ours.shape, generator=program.gen()) > 0.5
         return run_both(lambda: ours.masked_fill_(tg.Tensor(mask), 1.5), lambda: theirs.masked_fill_(mask, 1.5))
-    elif ours.ndim:
+    elif ours.ndim and ours.shape[0]:  # a region to write into
         n = ours.shape[0]
         if kind == "setitem":
             start = program.data.draw(st.integers(0, n - 1), label="start")

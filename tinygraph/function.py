@@ -38,6 +38,7 @@ OPS: dict[str, type[Function]] = {}
 PUBLIC: dict[str, Callable] = {}  # "Tensor.exp", "tinygraph.exp", "F.gelu" -> what it calls
 OUTPUT = object()  # marks a saved tensor that is the op's own output
 NAMESPACES = {"Tensor": "", "tinygraph": "", "F": ".nn.functional", "linalg": ".linalg"}
+NUMPY_NAMES = {"axis": "dim", "keepdims": "keepdim"}  # torch takes numpy's names for these everywhere
 
 
 def register(provides: Any = "") -> Any:
@@ -105,12 +106,15 @@ def _variant(fn: Callable, space: str, name: str) -> Callable:
 
 
 def _named(fn: Callable, full: str) -> Callable:
-    """A public function: it bears its public name, and a call with arguments it does not
-    take is a TypeError that says which, as a sentence."""
+    """A public function: it bears its public name, takes numpy's `axis=` and `keepdims=`
+    for `dim=` and `keepdim=` (as torch's functions do), and a call with arguments it does
+    not take is a TypeError that says which, as a sentence."""
     short = full.split(".", 1)[1]
 
     @functools.wraps(fn)
     def named(*args: Any, **kwargs: Any) -> Any:
+        if kwargs and ("axis" in kwargs or "keepdims" in kwargs):
+            kwargs = {NUMPY_NAMES.get(k, k): v for k, v in kwargs.items()}
         try:
             return fn(*args, **kwargs)
         except TypeError as err:

@@ -4,6 +4,7 @@
     python tools/bench.py --config shakespeare_char      # GPU: adds bf16 and CUDA-graph rows
     python tools/bench.py --config lstm                  # also against torch.nn.LSTM, for information
     python tools/bench.py --config my_model.toml         # any config whose layers have torch twins
+    python tools/bench.py --generate --config shakespeare_char   # generation: the cache against recomputing
 
 1. Parity: the preset is built twice, with tinygraph and as a torch.nn twin (tools/
    torch_twin.py) holding the same weights; one training step's loss and every
@@ -14,6 +15,9 @@
    A B A B after warm-up, the median of each; tokens per second; the ratio
    tinygraph/torch; peak memory (CUDA: max allocated; CPU: the peak resident set of a
    separate process per side); MFU on GPU.
+3. With --generate, generation instead (`generation_bench` below): tokens per second of
+   tinygraph's generate with its caches and recomputing the context, and of nanoGPT's
+   generate (which recomputes it) on the torch twin.
 Writes a JSON record and a markdown table to runs/bench/.
 """
 
@@ -32,14 +36,14 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from torch_twin import TwinModel, matching_parameters  # beside this file: a script's folder is on its path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import tinygraph as tg
+from transformer import generation
+from transformer.config import load
+from transformer.model import LanguageModel
 
-import tinygraph as tg  # noqa: E402
-from tools.torch_twin import TwinModel, matching_parameters  # noqa: E402
-from transformer.config import load  # noqa: E402
-from transformer.model import LanguageModel  # noqa: E402
+TOOLS = Path(__file__).resolve().parent
 
 VOCAB = 65
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
@@ -199,11 +203,12 @@ def peak_memory(config_name: str, device: str, mode: str, steps: int) -> float:
     """MB: the peak resident set (CPU) or max allocated (CUDA) of a fresh process that builds
     one side and runs `steps` training steps (0: it only builds it: the floor to subtract)."""
     code = (
-        f"import sys, torch; sys.path.insert(0, {str(ROOT)!r}); from tools.bench import Side, sync, peak_rss_mb; "
+        f"import torch; from bench import Side, sync, peak_rss_mb; "
         f"step = Side({config_name!r}, {device!r}, {mode!r}); [step() for _ in range({steps})]; sync({device!r}); "
         f"print(torch.cuda.max_memory_allocated() / 2**20 if {device!r}.startswith('cuda') else peak_rss_mb())"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    # `python -c` looks for modules in its working directory first: this one's folder
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=TOOLS)
     if out.returncode:
         raise RuntimeError(f"the memory run of {mode} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
@@ -231,7 +236,8 @@ def machine(device: str) -> str:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{cpu}, {threads} thread{'s' if threads > 1 else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
     p.add_argument("--modes", default=None, help="comma-separated sides (default: all that apply)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-process peak memory runs")
+    p.add_argument("--generate", action="store_true", help="time generation instead of training steps")
+    p.add_argument("--new-tokens", type=int, default=500, help="tokens each side generates (default: 500)")
     args = p.parse_args(argv)
+    if args.generate:
+        return generation_bench(args.config, args.device, args.new_tokens, argv)
     device = args.device
     if device.startswith("cuda"):  # float32 matrix products in TF32 on both sides, as NUMBERS.md measured
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -259,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"config": args.config, "device": device, "machine": machine(device), "torch": torch.__version__,
               "date": datetime.now().isoformat(timespec="seconds"), "parity": checks,
               "command": "python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])}  # fmt: skip
-    out_dir = ROOT / "runs" / "bench"
+    out_dir = Path("runs") / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{Path(args.config).stem}-{device.replace(':', '')}-{datetime.now():%Y%m%d-%H%M%S}"
     if not all(c["ok"] for c in checks):
@@ -325,6 +335,91 @@ def markdown(record: dict) -> str:
         + " of a separate process per side; 'of which training' subtracts the same process built but not"
         " stepped; the memory ratio compares those."
     )
+    return "\n".join(lines)
+
+
+# ---- generation --------------------------------------------------------------------------------
+def nanogpt_tokens(twin, idx, max_new_tokens, temperature, block_size, generator):
+    """nanoGPT's `generate`, run on the torch twin, a token at a time: every token recomputes
+    the whole context (its last block_size tokens) and samples from the last position."""
+    for _ in range(max_new_tokens):
+        logits, _ = twin(idx[:, -block_size:])
+        probs = torch.softmax(logits[:, -1] / temperature, dim=-1)
+        token = torch.multinomial(probs, 1, generator=generator)
+        idx = torch.cat([idx, token], 1)
+        yield token[:, 0]
+
+
+def generation_bench(config_name: str, device: str, new_tokens: int, argv: list[str] | None) -> int:
+    """Tokens per second of one sequence of `new_tokens` generated from one token: by
+    tinygraph with its caches (each token runs the model on one position), by tinygraph
+    recomputing its window for every token, and by nanoGPT's generate on the torch twin with
+    the same weights. The three are interleaved token by token after a short warm-up, so
+    they share the machine's load alike. The cached and the recomputed text must be the
+    same (same seed): a difference fails the run."""
+    model, config = build(config_name, device, torch.float32)
+    block_size, temperature = config["model"]["block_size"], 0.8
+    twin = TwinModel(model).eval()
+    prompt = torch.zeros((1, 1), dtype=torch.long, device=device)
+
+    def sides(n: int, seed: int) -> dict:  # tinygraph samples on the CPU, from a CPU generator
+        return {
+            "tinygraph, cached": generation.tokens(
+                model, prompt, n, generation.Sampling(temperature), torch.Generator().manual_seed(seed)
+            ),
+            "tinygraph, recomputed": generation.tokens(
+                model, prompt, n, generation.Sampling(temperature), torch.Generator().manual_seed(seed), use_cache=False
+            ),
+            "nanoGPT generate (torch)": nanogpt_tokens(
+                twin, prompt, n, temperature, block_size, torch.Generator(device).manual_seed(seed)
+            ),
+        }
+
+    with torch.no_grad():
+        for side in sides(8, 0).values():  # warm-up
+            list(side)
+        running = sides(new_tokens, 1)
+        seconds, made = dict.fromkeys(running, 0.0), {name: [] for name in running}
+        for _ in range(new_tokens):
+            for name, side in running.items():
+                sync(device)
+                start = time.perf_counter()
+                made[name].append(next(side))
+                sync(device)
+                seconds[name] += time.perf_counter() - start
+    rows = [{"side": name, "seconds": s, "tokens_per_s": new_tokens / s} for name, s in seconds.items()]
+    for row in rows[1:]:
+        row["cache_speedup"] = rows[0]["tokens_per_s"] / row["tokens_per_s"]
+    same = torch.equal(torch.stack(made["tinygraph, cached"]), torch.stack(made["tinygraph, recomputed"]))
+    record = {"config": config_name, "device": device, "machine": machine(device), "torch": torch.__version__,
+              "date": datetime.now().isoformat(timespec="seconds"), "new_tokens": new_tokens,
+              "block_size": block_size, "parameters": model.num_parameters(), "cached_equals_recomputed": same,
+              "rows": rows, "command": "python tools/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])}  # fmt: skip
+    table = generation_markdown(record)
+    print("\n" + table)
+    out_dir = Path("runs") / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"generate-{Path(config_name).stem}-{device.replace(':', '')}-{datetime.now():%Y%m%d-%H%M%S}"
+    (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    (out_dir / f"{stem}.md").write_text(table + "\n")
+    print(f"\nWrote {out_dir / stem}.json and .md")
+    return 0 if same else 1
+
+
+def generation_markdown(record: dict) -> str:
+    lines = [
+        f"`{record['command']}` on {record['machine']} (torch {record['torch']}, {record['date']}): "
+        f"{record['parameters'] / 1e6:.2f}M parameters, context {record['block_size']}, one sequence of "
+        f"{record['new_tokens']} new tokens from one token, temperature 0.8, the sides interleaved token by token.",
+        "",
+        "| side | seconds | tokens/s | the cache's speed-up over it |",
+        "|---|---|---|---|",
+    ]
+    for r in record["rows"]:
+        speedup = f"{r['cache_speedup']:.1f}x" if "cache_speedup" in r else ""
+        lines.append(f"| {r['side']} | {r['seconds']:.2f} | {r['tokens_per_s']:,.1f} | {speedup} |")
+    same = "the same text" if record["cached_equals_recomputed"] else "DIFFERENT texts (a bug)"
+    lines.append(f"\nParity: cached and recomputed generation made {same} from the same seed.")
     return "\n".join(lines)
 
 

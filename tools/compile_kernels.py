@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 import triton
@@ -26,8 +25,6 @@ from triton.backends.compiler import GPUTarget
 from triton.backends.nvidia.driver import CudaDriver
 from triton.runtime.driver import driver
 from triton.runtime.jit import KernelInterface
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tinygraph.kernels import attention, cross_entropy, gelu, layer_norm
 

@@ -28,8 +28,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import tinygraph as tg
 import tinygraph.nn.functional as F
 from transformer import config as cfg

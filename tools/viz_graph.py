@@ -19,8 +19,6 @@ from pathlib import Path
 import graphviz
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import tinygraph as tg
 from tinygraph import viz
 from transformer import config as cfg

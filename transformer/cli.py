@@ -1,15 +1,23 @@
-"""What the command lines share: choosing a device, one-line errors and warnings."""
+"""What the command lines share: their name, choosing a device, one-line errors and warnings."""
 
 from __future__ import annotations
 
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import UserError
+
+
+def program(module: str) -> str:
+    """The command's name in its usage line: the console command it was started as
+    (tinygraph-train, pyproject.toml's [project.scripts]), else `python -m module`."""
+    name = Path(sys.argv[0]).stem
+    return name if name.startswith("tinygraph-") else f"python -m {module}"
 
 
 def pick_device(name: str) -> torch.device:

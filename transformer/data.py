@@ -151,16 +151,19 @@ def without_unknown(text: str, tokenizer: Tokenizer, what: str) -> str:
 
 
 def encode_seed(text: str, tokenizer: Tokenizer) -> list[int]:
-    """A seed text to ids; a token the model never saw is an error (a sample must start from known text)."""
+    """The text to continue (a prompt, a seed text) to ids; a token the model never saw is
+    an error (a sample must start from known text)."""
+    if not isinstance(text, str):
+        raise UserError(f"The text to continue must be a str, not {type(text).__name__}.")
     unknown = tokenizer.unknown(text)
     if unknown:
         raise UserError(
-            f"The seed text holds {', '.join(repr(t) for t in sorted(unknown))}, which the model never saw; "
+            f"The text to continue holds {', '.join(repr(t) for t in sorted(unknown))}, which the model never saw; "
             "use only text from its vocabulary."
         )
     ids = tokenizer.encode(text)
     if not ids:
-        raise UserError("The seed text is empty; give at least one character.")
+        raise UserError("The text to continue is empty; give at least one character.")
     return ids
 
 

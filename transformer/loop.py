@@ -15,7 +15,7 @@ import torch
 import tinygraph as tg
 from tinygraph.nn.utils import clip_grad_norm_
 
-from . import rundir
+from . import gradflow, rundir
 from .data import get_batch
 from .errors import UserError
 from .report import Report
@@ -26,7 +26,7 @@ from .trainer import Trainer
 def train(t: Trainer) -> int:
     """Train until max_iters, or until a signal asks to stop; returns the exit code."""
     s = t.settings
-    report = Report(t.out, t.job.main, progress=not t.run.no_progress)
+    report = Report(t.out, t.job.main, not t.run.no_progress, t.run.tensorboard, t.step, t.model)
     if t.step >= s.max_iters and t.evaluated_at == t.step:  # a finished run, resumed as it was
         report.complete(t.step, s.max_iters, t.best_val, t.best_step)
         return 0
@@ -35,11 +35,12 @@ def train(t: Trainer) -> int:
     report.started(t.name, t.model.num_parameters(), len(t.tokenizer), tokens, f"{t.device}{processes}")
     report.progress(t.step, s.max_iters)
     step = Step(t, report)
-    started = time.perf_counter()
+    started, elapsed_before = time.perf_counter(), t.elapsed
+    tokens_per_step = s.batch_size * s.grad_accum * t.job.world * t.block_size
     with stop_signals() as stop:
         while True:
-            if (t.step % s.eval_interval == 0 or t.step == s.max_iters) and t.step != t.evaluated_at:
-                evaluate(t, report)
+            if evaluates(t, t.step) and t.step != t.evaluated_at:
+                evaluate(t, report, step.flow)
             if t.step >= s.max_iters:
                 break
             if t.job.any(stop.signum is not None):  # every process stops after the same step
@@ -47,20 +48,30 @@ def train(t: Trainer) -> int:
                 report.interrupted(signal.Signals(stop.signum or signal.SIGTERM).name, t.step)
                 return 128 + (stop.signum or signal.SIGTERM)
             tick = time.perf_counter()
-            loss = step()
+            loss, norm = step()
             t.step += 1
-            report.stepped(t.step, loss, learning_rate(t), s.batch_size * t.block_size / (time.perf_counter() - tick))
+            now = time.perf_counter()
+            t.elapsed = elapsed_before + now - started
+            report.stepped(t.step, loss, learning_rate(t), norm, tokens_per_step / (now - tick), t.elapsed)
     report.finished(t.step, time.perf_counter() - started, t.best_val, t.best_step, sample(t) if t.job.main else "")
     return 0
+
+
+def evaluates(t: Trainer, step: int) -> bool:
+    """Whether the weights after `step` steps are evaluated."""
+    return step % t.settings.eval_interval == 0 or step == t.settings.max_iters
 
 
 # ---- one step ----------------------------------------------------------------------------------
 class Step:
     """One training step; with --compile, its two halves are compiled (forward and backward,
-    then the update), and the NaN check between them stays in Python."""
+    then the update), and the NaN check between them stays in Python. A step whose weights
+    are evaluated next also measures the gradient flow (gradflow.py) between the two
+    halves; `flow` holds its measures until the evaluation logs them."""
 
     def __init__(self, t: Trainer, report: Report):
         self.t, self.report, self.skipped_in_a_row = t, report, 0
+        self.flow: dict[str, Any] = {}
         self.grads, self.update = partial(grads, t), partial(update, t)
         if t.run.compile:
             for group in t.optimizer.param_groups:  # a tensor lr: schedules change it without a recompile
@@ -68,7 +79,8 @@ class Step:
             mode = "reduce-overhead" if t.device.type == "cuda" else None
             self.grads, self.update = torch.compile(self.grads, mode=mode), torch.compile(self.update, mode=mode)
 
-    def __call__(self) -> float:
+    def __call__(self) -> tuple[float, float]:
+        """The step's loss and its grads' norm (before clipping)."""
         t = self.t
         # one global batch (micro-batches x processes x rows); this process takes its rows
         k, world, rows = t.settings.grad_accum, t.job.world, t.settings.batch_size
@@ -78,12 +90,14 @@ class Step:
         loss, norm = self.grads(x, y)
         loss, norm = t.job.mean(loss).item(), norm.item()  # every process decides alike
         if math.isfinite(loss) and math.isfinite(norm):  # the update waits for the check: NaN never reaches the weights
+            probe = gradflow.Probe(t.model, norm) if evaluates(t, t.step + 1) else None
             self.update()
+            self.flow = probe.after_update() if probe else {}
             self.skipped_in_a_row = 0
         else:
             self.not_finite(x, y, rng, loss, norm)
         t.schedule.step()
-        return loss
+        return loss, norm
 
     def not_finite(self, x: torch.Tensor, y: torch.Tensor, rng: list[torch.Tensor], loss: float, norm: float) -> None:
         """The stated policy for a NaN or Inf loss or grad: stop (the default) or skip the update."""
@@ -147,8 +161,9 @@ def learning_rate(t: Trainer) -> float:
 
 
 # ---- evaluating --------------------------------------------------------------------------------
-def evaluate(t: Trainer, report: Report) -> None:
-    """Losses on both splits, the best weights, the plateau schedule, a checkpoint, a sample."""
+def evaluate(t: Trainer, report: Report, flow: dict[str, Any]) -> None:
+    """Losses on both splits, the best weights, the plateau schedule, a checkpoint, a sample;
+    `flow`: the gradient flow of the step before (gradflow.py), to log."""
     losses = t.job.broadcast(estimate_losses(t) if t.job.main else None)
     lr = learning_rate(t)
     best = losses["val"] < t.best_val
@@ -160,7 +175,7 @@ def evaluate(t: Trainer, report: Report) -> None:
         report.lr_decayed(t.step, t.settings.patience, learning_rate(t))
     rundir.save_checkpoint(t, evaluated=True)
     text = sample(t) if t.job.main else ""
-    report.evaluated(t.step, losses, lr, best, text)
+    report.evaluated(t.step, losses, lr, t.elapsed, flow, best, text)
 
 
 @tg.no_grad()
@@ -186,7 +201,7 @@ def sample(t: Trainer) -> str:
     if not t.settings.sample_chars:
         return ""
     prompt = t.tokenizer.index.get("\n", int(t.splits.val[0]))
-    gen = torch.Generator(device=t.device).manual_seed(t.run.seed + 3)
+    gen = torch.Generator().manual_seed(t.run.seed + 3)  # sampling draws on the CPU (transformer.generation)
     ids = tg.Tensor(torch.tensor([[prompt]], device=t.device))
     out = t.model.generate(ids, t.settings.sample_chars, SampleSettings.temperature, generator=gen)
     return t.tokenizer.decode(out.data[0])

@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
-import tinygraph as tg
 from tinygraph import Tensor, nn
 
 from . import layers as L
 from .config import check_layer
 from .errors import UserError
+from .generation import Sampling, tokens
 from .settings import ModelSettings
 
 
@@ -96,32 +96,29 @@ class LanguageModel(nn.Module):
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
         ]
 
-    @tg.no_grad()
+    def forward_cached(self, ids: Tensor, caches: list[Any] | None = None) -> tuple[Tensor, list[Any]]:
+        """Logits at the new positions `ids` (B, T), which continue the sequence whose
+        layers' caches are `caches` (None: a new sequence), and the caches after them
+        (see transformer.layers.incremental); generation calls it once per token."""
+        x, after = ids, []
+        for layer, cache in zip(self.layers, caches or [None] * len(self.layers)):
+            x, cache = L.forward_cached(layer, x, cache)
+            after.append(cache)
+        return x, after
+
     def generate(
         self,
         ids: Tensor,
         max_new_tokens: int,
         temperature: float = 1.0,
         top_k: int | None = None,
+        top_p: float | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> Tensor:
-        """Continue each row of `ids` (B, T) by sampling `max_new_tokens` tokens, one at a time.
-
-        The context is cropped to the last `block_size` tokens; `temperature` below 1
-        sharpens the distribution, `top_k` keeps only the k likeliest tokens.
-        """
-        if temperature <= 0:
-            raise UserError(f"The temperature must be positive, not {temperature}; 1.0 samples as trained.")
-        was_training = self.training
-        self.eval()
-        out = ids.data
-        for _ in range(max_new_tokens):
-            logits, _ = self(Tensor(out[:, -self.block_size :]))
-            logits = logits.data[:, -1, :].float() / temperature
-            if top_k is not None and top_k < logits.shape[-1]:
-                kth = logits.topk(top_k).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
-            out = torch.cat([out, nxt.to(out.device)], 1)
-        self.train(was_training)
-        return Tensor(out)
+        """Continue each row of `ids` (B, T) by `max_new_tokens` sampled tokens (nanoGPT's
+        method): `ids` and the new tokens, (B, T + max_new_tokens). See transformer.generation
+        for the sampling, the window past block_size, and `generator` (a CPU one)."""
+        sampling = Sampling(temperature, top_k, top_p)
+        new = [t[:, None] for t in tokens(self, ids.data, max_new_tokens, sampling, generator, use_cache)]
+        return Tensor(torch.cat([ids.data, *new], 1))

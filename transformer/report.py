@@ -1,6 +1,14 @@
 """What a training run tells, and where: the console (a progress bar, a line and a sample
 per evaluation, how it ended), metrics.jsonl (a record per step and per evaluation),
-samples.txt and the loss plot. Only the main process reports; on the others it is silent."""
+samples.txt, the loss plot and the gradient flow's heat map, and with --tensorboard the
+same numbers for TensorBoard. Only the main process reports; on the others it is silent.
+
+metrics.jsonl, one JSON object a line:
+    {"kind": "train", "step", "loss", "lr", "grad_norm" (before clipping), "tokens_per_s", "elapsed" (s)}
+    {"kind": "eval", "step", "train_loss", "val_loss", "lr", "elapsed",
+     "grad_norms": {module: norm}, "update_ratios": {module: ratio}}   (see gradflow.py)
+    {"kind": "skip", "step", "loss", "grad_norm"}                     (--on-nan skip)
+"""
 
 from __future__ import annotations
 
@@ -13,13 +21,34 @@ from typing import Any
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .rundir import BEST, CHECKPOINT, METRICS, PLOT, SAMPLE_HEADER, SAMPLES
+from .errors import UserError
+from .gradflow import heat_map
+from .rundir import BEST, CHECKPOINT, FLOW_PLOT, METRICS, PLOT, SAMPLE_HEADER, SAMPLES, TENSORBOARD
+
+
+def tensorboard_writer() -> type:
+    """torch's SummaryWriter, or a UserError when the tensorboard package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError(
+            "--tensorboard needs the tensorboard package, which is not installed; pip install tensorboard "
+            "(or the package's extra: pip install -e '.[tensorboard]'), or drop --tensorboard."
+        ) from None
+    return SummaryWriter
 
 
 class Report:
-    def __init__(self, out: Path, main: bool, progress: bool):
+    def __init__(
+        self, out: Path, main: bool, progress: bool, tensorboard: bool = False, step: int = 0, model: Any = None
+    ):
+        """`step`: where the run starts (a resumed one: its checkpoint's); `model`: to name the
+        modules in grad_flow.png by their classes."""
         self.out, self.main, self.show_bar = out, main, progress and main
+        self.kinds = {path: type(m).__name__ for path, m in model.named_modules()} if model is not None else {}
         self.bar: tqdm | None = None
+        # a resumed run's events after its checkpoint are dropped, as its metrics.jsonl's are
+        self.board = tensorboard_writer()(out / TENSORBOARD, purge_step=step) if tensorboard and main else None
 
     def say(self, text: str) -> None:
         if self.main:
@@ -30,6 +59,13 @@ class Report:
         if self.main:
             with open(self.out / METRICS, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+        if self.board is not None:  # each number as a scalar "kind/name", a dict's as "kind/name/key"
+            for name, value in record.items():
+                for key, number in value.items() if isinstance(value, dict) else [("", value)]:
+                    if name != "step" and isinstance(number, (int, float)):
+                        self.board.add_scalar(
+                            "/".join(filter(None, (record["kind"], name, key))), number, record["step"]
+                        )
 
     # ---- as training goes ------------------------------------------------------------------------
     def started(self, name: str, parameters: int, vocab: int, tokens: tuple[int, int], where: str) -> None:
@@ -42,8 +78,9 @@ class Report:
         """The progress bar, from `step` on (when asked for, on the main process)."""
         self.bar = tqdm(total=max_iters, initial=step, unit="step", dynamic_ncols=True, disable=not self.show_bar)
 
-    def stepped(self, step: int, loss: float, lr: float, tokens_per_s: float) -> None:
-        self.log({"kind": "train", "step": step, "loss": loss, "lr": lr})
+    def stepped(self, step: int, loss: float, lr: float, grad_norm: float, tokens_per_s: float, elapsed: float) -> None:
+        self.log({"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                  "tokens_per_s": tokens_per_s, "elapsed": elapsed})  # fmt: skip
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
         self.bar.update(1)
 
@@ -54,8 +91,19 @@ class Report:
     def lr_decayed(self, step: int, patience: int, lr: float) -> None:
         self.say(f"step {step}: no better validation loss for {patience} evaluations; lr now {lr:.2e}")
 
-    def evaluated(self, step: int, losses: dict[str, float], lr: float, best: bool, sample: str) -> None:
-        self.log({"kind": "eval", "step": step, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr})
+    def evaluated(
+        self,
+        step: int,
+        losses: dict[str, float],
+        lr: float,
+        elapsed: float,
+        flow: dict[str, Any],
+        best: bool,
+        sample: str,
+    ) -> None:
+        """`flow`: the grad norms and update ratios of the step before (gradflow.py), if it was measured."""
+        self.log({"kind": "eval", "step": step, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
+                  "elapsed": elapsed, **flow})  # fmt: skip
         if sample and self.main:
             with open(self.out / SAMPLES, "a", encoding="utf-8") as f:
                 f.write(f"{SAMPLE_HEADER}{step}, validation loss {losses['val']:.4f}\n{sample}\n\n")
@@ -67,20 +115,20 @@ class Report:
 
     # ---- how it ended ----------------------------------------------------------------------------
     def finished(self, steps: int, seconds: float, best_val: float, best_step: int, sample: str) -> None:
-        self.bar.close()
+        self.close()
         out = self.out
         self.say(
             f"\nDone: {steps} steps in {seconds / 60:.1f} min. Best validation loss {best_val:.4f} at step {best_step}.\n"
             f"  {out / BEST}  (the best weights)\n"
             f"  {out / CHECKPOINT}  (the latest state, for --resume)\n"
-            f"  {out / METRICS}, {out / SAMPLES}, {out / PLOT}\n"
+            f"  {out / METRICS}, {out / SAMPLES}, {out / PLOT}, {out / FLOW_PLOT}\n"
             f"Test it:    python -m transformer.test --from {out}\n"
             f"Sample it:  python -m transformer.sample --from {out}\n"
             + (f"\nA sample from the last step:\n{sample}" if sample else "")
         )
 
     def interrupted(self, signal_name: str, step: int) -> None:
-        self.bar.close()
+        self.close()
         self.say(
             f"\n{signal_name}: stopped after step {step}, with its checkpoint saved. Continue with:\n"
             f"  python -m transformer.train --resume {self.out}"
@@ -93,14 +141,24 @@ class Report:
             f"  python -m transformer.train --resume {self.out} --max-iters {step + max(step, 1)}"
         )
 
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.board is not None:
+            self.board.close()
+
     def plot(self) -> None:
-        """loss.png: the loss of every step, and the train and validation losses of every evaluation."""
+        """loss.png: the loss of every step, and the train and validation losses of every
+        evaluation; grad_flow.png: the gradient flow's heat map (gradflow.py)."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         records = [json.loads(line) for line in (self.out / METRICS).read_text().splitlines() if line.strip()]
+        flow = heat_map(records, self.out.name, self.kinds)
+        if flow is not None:
+            ckpt.atomic_write(self.out / FLOW_PLOT, flow)
         steps = [r for r in records if r["kind"] == "train"]
         evals = [r for r in records if r["kind"] == "eval"]
         fig, ax = plt.subplots(figsize=(7, 4))

@@ -5,7 +5,8 @@ training state, reading a run back, and cutting its logs back to its checkpoint.
     tokenizer.json          the vocabulary, sorted
     checkpoint.safetensors  the latest state: model, optimizer, step, schedules, RNG states
     best.safetensors        the weights with the best validation loss so far
-    metrics.jsonl, samples.txt, loss.png
+    metrics.jsonl, samples.txt, loss.png, grad_flow.png (transformer.report)
+    tensorboard/            with --tensorboard: the same metrics as TensorBoard events
 
 Every file is written atomically (transformer.checkpoint). The config names the model's
 layers; a layer of your own is recorded by its file's absolute path (or its module's
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
     from .trainer import Trainer
 
 CONFIG, TOKENIZER, CHECKPOINT, BEST = "config.json", "tokenizer.json", "checkpoint.safetensors", "best.safetensors"
-METRICS, SAMPLES, PLOT = "metrics.jsonl", "samples.txt", "loss.png"
+METRICS, SAMPLES, PLOT, FLOW_PLOT = "metrics.jsonl", "samples.txt", "loss.png", "grad_flow.png"
+TENSORBOARD = "tensorboard"
 SAMPLE_HEADER = "--- step "  # each evaluation's sample in samples.txt starts so: "--- step N, ..."
 
 
@@ -157,6 +159,7 @@ def save_checkpoint(t: Trainer, evaluated: bool) -> None:
         "optimizer": opt_rest,
         "schedule": t.schedule.state_dict(),
         "plateau": t.plateau.state_dict(),
+        "elapsed": t.elapsed,
     }
     tensors = {**ckpt.with_prefix("model", t.model.state_dict()), **ckpt.with_prefix("optimizer", opt_tensors), **rng}
     ckpt.save_tensors(t.out / CHECKPOINT, tensors, meta)
@@ -188,7 +191,7 @@ def restore(t: Trainer) -> None:
         t.data_gen.set_state(tensors["rng.data"])
         if f"rng.cuda{suffix}" in tensors and t.device.type == "cuda":
             torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], t.device)
-        t.step, t.best_step = meta["step"], meta["best_step"]
+        t.step, t.best_step, t.elapsed = meta["step"], meta["best_step"], meta.get("elapsed", 0.0)
         t.evaluated_at = t.step if meta["evaluated"] else None
     except (KeyError, ValueError, TypeError) as err:
         raise UserError(

@@ -113,19 +113,34 @@ class RunSettings(CommandSettings):
         "that made them) or skip that step's update",
     )
     no_progress: bool = setting(False, "no progress bar (for logs)")
+    tensorboard: bool = setting(
+        False, "also write the metrics as TensorBoard events, in RUN_DIR/tensorboard (needs the tensorboard package)"
+    )
     print_config: bool = setting(False, "print the config this command would train with (TOML), and exit")
 
 
 @dataclass(frozen=True)
 class SampleSettings(CommandSettings):
-    """How transformer.test, transformer.sample and the evaluations during training sample."""
+    """How transformer.test, transformer.sample, transformer.load(...).generate() and the
+    evaluations during training sample."""
 
     seed_text: str | None = setting(
         None, "the text to continue", default_text="a newline, or the vocabulary's first token", metavar="TEXT"
     )
-    n_chars: int = setting(500, "tokens to generate", at_least(0))
-    temperature: float = setting(0.8, "below 1 is more conservative, above 1 more surprising", Positive)
+    seed_file: str | None = setting(None, "continue the text of this file (-: standard input)", metavar="FILE")
+    max_new_tokens: int = setting(500, "tokens to generate", at_least(0), aliases=("--n-chars",))
+    temperature: float = setting(
+        0.8, "0 takes the likeliest token (greedy); below 1 is more conservative, above 1 more surprising", at_least(0)
+    )
     top_k: int | None = setting(None, "sample among the k likeliest tokens only", at_least(1), default_text="all")
+    top_p: float | None = setting(
+        None,
+        "sample among the likeliest tokens whose probabilities add up to p (nucleus sampling)",
+        Range(0, 1, lo_open=True),
+        default_text="1: all",
+        metavar="P",
+    )
+    num_samples: int = setting(1, "samples, the i-th drawn with seed + i", at_least(1))
     checkpoint: Literal["best", "checkpoint"] = setting("best", "the best weights or the latest")
 
 
@@ -189,7 +204,7 @@ def add_flags(
             kinds = [t for t in alternatives(opt.type) if t is not type(None)]
             kwargs["type"] = kinds[0] if kinds[0] in (int, float) else str
             kwargs["metavar"] = data.get("metavar", name.upper())
-        groups[title].add_argument(flag(name), **kwargs)
+        groups[title].add_argument(flag(name), *data.get("aliases", ()), **kwargs)
 
 
 def shown(value: Any) -> str:

@@ -17,8 +17,9 @@ import torch
 
 from . import config as cfg
 from . import distributed, loop
-from .cli import one_line_warnings
+from .cli import one_line_warnings, program
 from .errors import UserError
+from .report import tensorboard_writer
 from .settings import SECTIONS, ModelSettings, RunSettings, TrainSettings, add_flags, given, meta, shown
 from .trainer import NO_ARGUMENT_ITERS, Trainer, plan
 
@@ -27,7 +28,7 @@ DEFAULT_PRESET = RunSettings.preset
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m transformer.train",
+        prog=program("transformer.train"),
         description="Train a language model built from tinygraph ops on a text file. Settings come from the "
         f"preset (or --config), then from these flags. With no arguments: the {DEFAULT_PRESET} preset on Python's "
         f"own documentation for {NO_ARGUMENT_ITERS} steps.",
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         if what.run.print_config:
             print(cfg.to_toml(what.config), end="")
             return 0
+        if what.run.tensorboard:
+            tensorboard_writer()  # missing: an error now, before anything is written
         job, device = distributed.start(what.run.dist_backend, what.run.device)
         trainer = Trainer(what, job, device)
         return loop.train(trainer)

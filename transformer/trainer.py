@@ -83,6 +83,7 @@ class Trainer:
         self.settings = TrainSettings(**self.config["train"])
         self.block_size = ModelSettings(**self.config["model"]).block_size
         self.step, self.best_val, self.best_step = 0, math.inf, -1
+        self.elapsed = 0.0  # seconds of training, over every resume
         self.evaluated_at: int | None = None  # a step whose evaluation a resumed checkpoint already holds
         self.lock: rundir.RunLock | None = None
         if run.resume:

@@ -1,10 +1,12 @@
 """Specs of the reductions (tinygraph/ops/reduce.py)."""
 
 import numpy as np
+import torch
 from hypothesis import assume
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
-from tinygraph.testing import Diff, Spec, grid, nonscalar_shapes, reduction, reduction_inputs, values
+from tinygraph.testing import Diff, Spec, grid, reduction, reduction_inputs, shapes, values
 
 
 @st.composite
@@ -18,27 +20,74 @@ def var_inputs(draw, elements=values, at_least=1):
 
 
 @st.composite
-def maxdim_inputs(draw):
-    shape = draw(nonscalar_shapes)
-    return (Diff(draw(grid(shape))),), {
-        "dim": draw(st.integers(-len(shape), len(shape) - 1)),
-        "keepdim": draw(st.booleans()),
-    }
+def dim_inputs(draw, elements=grid):
+    """An input of any shape (0-dim too) and one dim of it."""
+    shape = draw(shapes)
+    rank = max(len(shape), 1)
+    return (Diff(draw(elements(shape))),), {"dim": draw(st.integers(-rank, rank - 1)), "keepdim": draw(st.booleans())}
+
+
+def with_zeros(shape):
+    """Values with many exact zeros (and ones, and repeats): where products need care."""
+    return hnp.arrays(np.float64, shape, elements=st.sampled_from([0.0, 0.0, 1.0, -0.5, 1.5, -2.0]))
+
+
+def _unbiased(lib, F, x, dim, keepdim, correction):
+    # torch's older spellings: unbiased in the place of dim (all dims), or after dim
+    return x.std(bool(correction)) if dim is None else x.std(dim, bool(correction), keepdim)
 
 
 SPECS = {
-    "Sum": [reduction(lambda lib, F, x, **kw: x.sum(**kw))],
-    "Mean": [reduction(lambda lib, F, x, **kw: x.mean(**kw))],
-    "Var": [Spec(var_inputs(), lambda lib, F, x, **kw: x.var(**kw))],
-    "Std": [Spec(var_inputs(grid, at_least=2), lambda lib, F, x, **kw: x.std(**kw), tolerances={"atol": 1e-4})],
-    "MaxDim": [
-        Spec(maxdim_inputs(), lambda lib, F, x, dim, keepdim: x.max(dim, keepdim).values),
-        Spec(maxdim_inputs(), lambda lib, F, x, dim, keepdim: lib.min(x, dim, keepdim).values),
+    "Sum": [
+        reduction(lambda lib, F, x, **kw: x.sum(**kw)),
+        reduction(lambda lib, F, x, dim, keepdim: lib.sum(x, axis=dim, keepdims=keepdim)),
+        reduction(lambda lib, F, x, **kw: x.sum(**kw, dtype=torch.float32), finite_differences=False),
+    ],
+    "Mean": [
+        reduction(lambda lib, F, x, **kw: x.mean(**kw)),
+        reduction(lambda lib, F, x, dim, keepdim: x.mean(axis=dim, keepdims=keepdim, dtype=torch.float64)),
+    ],
+    "Var": [
+        Spec(var_inputs(), lambda lib, F, x, **kw: x.var(**kw)),
+        Spec(var_inputs(), lambda lib, F, x, **kw: lib.var_mean(x, **kw)),
+    ],
+    "Std": [
+        Spec(var_inputs(grid, at_least=2), lambda lib, F, x, **kw: x.std(**kw), tolerances={"atol": 1e-4}),
+        Spec(var_inputs(grid, at_least=2), lambda lib, F, x, **kw: lib.std_mean(x, **kw), tolerances={"atol": 1e-4}),
+        Spec(var_inputs(grid, at_least=2), _unbiased, tolerances={"atol": 1e-4}),
+    ],
+    "Prod": [
+        Spec(dim_inputs(values), lambda lib, F, x, dim, keepdim: x.prod(dim, keepdim)),
+        Spec(dim_inputs(with_zeros), lambda lib, F, x, dim, keepdim: lib.prod(x, dim, keepdim=keepdim)),
+        Spec(dim_inputs(with_zeros), lambda lib, F, x, dim, keepdim: x.prod()),
+        # (dtype= in float32 rounds differently from torch's formula, out/x: the integer dtypes are tested apart)
+        Spec(dim_inputs(values), lambda lib, F, x, dim, keepdim: x.prod(dim, dtype=torch.float64)),
+    ],
+    "PickAlongDim": [
+        Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: x.max(dim, keepdim).values),
+        Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: lib.min(x, dim, keepdim).values),
+        Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: x.median(dim, keepdim).values),
+        Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: lib.nanmedian(x, dim=dim, keepdim=keepdim)[0]),
+        Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: x.mode(dim, keepdim).values),
+        Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: x.kthvalue(1 + x.shape[dim] // 2 if x.ndim else 1, dim)[0]),
+    ],
+    "PickFromAll": [
+        Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: x.max()),
+        Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: lib.min(x)),
+        Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: x.median()),
+        Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: lib.nanmedian(x)),
+        # ties share the grad evenly (not a derivative: no finite differences)
+        Spec(dim_inputs(with_zeros), lambda lib, F, x, dim, keepdim: x.max() + x.median(), finite_differences=False),
     ],
     "Amax": [
         reduction(lambda lib, F, x, dim, keepdim: x.amax(dim, keepdim), elements=grid, allow_none=False),
         reduction(lambda lib, F, x, dim, keepdim: lib.amin(x, dim, keepdim), elements=grid, allow_none=False),
-        Spec(maxdim_inputs(), lambda lib, F, x, dim, keepdim: x.max()),
+        Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: lib.aminmax(x, dim=dim, keepdim=keepdim)),
+        Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: x.aminmax(keepdim=keepdim).min),
+        Spec(dim_inputs(with_zeros), lambda lib, F, x, dim, keepdim: x.amax(dim, keepdim), finite_differences=False),
     ],
-    "LogSumExp": [reduction(lambda lib, F, x, dim, keepdim: x.logsumexp(dim, keepdim), allow_none=False)],
+    "LogSumExp": [
+        reduction(lambda lib, F, x, dim, keepdim: x.logsumexp(dim, keepdim), allow_none=False),
+        reduction(lambda lib, F, x, dim, keepdim: x.logsumexp(axis=dim, keepdims=keepdim), allow_none=False),
+    ],
 }

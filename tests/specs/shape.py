@@ -156,6 +156,109 @@ def matrix_inputs(draw):
     return (Diff(draw(values(shape))),), {"diagonal": draw(st.integers(-2, 2))}
 
 
+@st.composite
+def flip_inputs(draw):
+    shape = draw(shapes)
+    dims = (
+        draw(
+            st.lists(st.integers(-len(shape), len(shape) - 1), max_size=len(shape), unique_by=lambda d: d % len(shape))
+        )
+        if shape
+        else []
+    )
+    return (Diff(draw(values(shape))),), {"dims": tuple(dims)}
+
+
+@st.composite
+def roll_inputs(draw):
+    shape = draw(nonscalar_shapes)
+    if draw(st.booleans()):
+        return (Diff(draw(values(shape))),), {"shifts": draw(st.integers(-5, 5)), "dims": None}
+    dims = draw(st.lists(st.integers(-len(shape), len(shape) - 1), min_size=1, max_size=len(shape)))
+    shifts = draw(st.lists(st.integers(-5, 5), min_size=len(dims), max_size=len(dims)))
+    if len(dims) == 1 and draw(st.booleans()):
+        return (Diff(draw(values(shape))),), {"shifts": shifts[0], "dims": dims[0]}
+    return (Diff(draw(values(shape))),), {"shifts": tuple(shifts), "dims": tuple(dims)}
+
+
+@st.composite
+def repeat_inputs(draw):
+    shape = draw(shapes)
+    extra = draw(st.integers(0 if shape else 1, 2))
+    return (Diff(draw(values(shape))),), {"repeats": tuple(draw(st.integers(1, 3)) for _ in range(len(shape) + extra))}
+
+
+@st.composite
+def repeat_interleave_inputs(draw):
+    shape = draw(shapes)
+    dim = draw(st.one_of(st.none(), st.integers(-len(shape), len(shape) - 1))) if shape else None
+    n = int(np.prod(shape)) if dim is None else shape[dim]
+    if draw(st.booleans()):
+        repeats = draw(st.integers(0, 3))
+    else:
+        repeats = Const(
+            draw(hnp.arrays(np.int64, (n,) if n > 1 or draw(st.booleans()) else (), elements=st.integers(0, 3)))
+        )
+    return (Diff(draw(values(shape))), repeats), {"dim": dim}
+
+
+@st.composite
+def diagonal_inputs(draw, scatter=False):
+    shape = draw(hnp.array_shapes(min_dims=2, max_dims=3, max_side=4))
+    dim1, dim2 = draw(st.permutations(range(-len(shape), 0)))[:2]
+    offset = draw(st.integers(-2, 2))
+    args = [Diff(draw(values(shape)))]
+    if scatter:
+        args.append(Diff(draw(values(tuple(np.zeros(shape).diagonal(offset, dim1, dim2).shape)))))
+    return tuple(args), {"offset": offset, "dim1": dim1, "dim2": dim2}
+
+
+@st.composite
+def diag_embed_inputs(draw):
+    shape = draw(nonscalar_shapes)
+    dims = draw(st.permutations(range(-len(shape) - 1, 0)))[:2]
+    return (Diff(draw(values(shape))),), {"offset": draw(st.integers(-2, 2)), "dim1": dims[0], "dim2": dims[1]}
+
+
+@st.composite
+def diag_inputs(draw):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=2, max_side=4))
+    return (Diff(draw(values(shape))),), {"diagonal": draw(st.integers(-2, 2))}
+
+
+@st.composite
+def meshgrid_inputs(draw):
+    n = draw(st.integers(1, 3))
+    return tuple(Diff(draw(values(draw(st.sampled_from([(), (1,), (2,), (3,)]))))) for _ in range(n)), {
+        "indexing": draw(st.sampled_from(["ij", "xy"]))
+    }
+
+
+def _meshgrid(lib, F, *xs, indexing):
+    grids = lib.meshgrid(*xs, indexing=indexing)
+    return [g * (i + 1) for i, g in enumerate(grids)]
+
+
+def _larger_src(call):
+    """torch's scatter_add backward refuses a src larger than the index; tinygraph sends
+    zeros to the part not read. torch is given the part that is read."""
+
+    def torch_call(lib, F, x, dim, index, src):
+        return call(lib, F, x, dim, index, src[tuple(slice(0, n) for n in index.shape)])
+
+    return torch_call
+
+
+def _scatter_add(lib, F, x, dim, index, src):
+    return lib.scatter_add(x, dim, index, src)
+
+
+@st.composite
+def larger_src_inputs(draw):
+    (x, dim, index, src), _ = draw(scatter_add_inputs())
+    return (x, dim, index, Diff(draw(values(tuple(s + draw(st.integers(0, 1)) for s in src.value.shape))))), {}
+
+
 SPECS = {
     "Reshape": [
         Spec(reshape_inputs(), lambda lib, F, x, shape: x.reshape(shape)),
@@ -194,11 +297,48 @@ SPECS = {
     "Cat": [Spec(join_inputs(same_shape=False), lambda lib, F, *xs, dim: lib.cat(xs, dim))],
     "Stack": [Spec(join_inputs(same_shape=True), lambda lib, F, *xs, dim: lib.stack(xs, dim))],
     "Gather": [Spec(gather_inputs(), lambda lib, F, x, dim, index: x.gather(dim, index))],
-    "ScatterAdd": [Spec(scatter_add_inputs(), lambda lib, F, x, dim, index, src: x.scatter_add(dim, index, src))],
-    "IndexSelect": [Spec(index_select_inputs(), lambda lib, F, x, dim, index: x.index_select(dim, index))],
+    "ScatterAdd": [
+        Spec(scatter_add_inputs(), lambda lib, F, x, dim, index, src: x.scatter_add(dim, index, src)),
+        Spec(larger_src_inputs(), _scatter_add, torch_call=_larger_src(_scatter_add)),
+    ],
+    "IndexSelect": [
+        Spec(index_select_inputs(), lambda lib, F, x, dim, index: x.index_select(dim, index)),
+        Spec(repeat_interleave_inputs(), lambda lib, F, x, repeats, dim: x.repeat_interleave(repeats, dim)),
+        Spec(repeat_interleave_inputs(), lambda lib, F, x, repeats, dim: lib.repeat_interleave(x, repeats, dim=dim)),
+    ],
     "IndexAdd": [Spec(index_select_inputs(add=True), lambda lib, F, x, dim, index, src: x.index_add(dim, index, src))],
     "Tril": [
         Spec(matrix_inputs(), lambda lib, F, x, diagonal: x.tril(diagonal)),
         Spec(matrix_inputs(), lambda lib, F, x, diagonal: lib.triu(x, diagonal) * 3 + x),
     ],
+    "Flip": [
+        Spec(flip_inputs(), lambda lib, F, x, dims: x.flip(dims)),
+        Spec(flip_inputs(), lambda lib, F, x, dims: (x.flip(*dims) if dims else x * 2) * x),
+        Spec(flip_inputs(), lambda lib, F, x, dims: lib.flip(x, dims=dims)),
+        Spec(diag_inputs(), lambda lib, F, x, diagonal: x.flipud() if x.ndim == 1 else lib.fliplr(x)),
+    ],
+    "Roll": [
+        Spec(roll_inputs(), lambda lib, F, x, shifts, dims: x.roll(shifts, dims)),
+        Spec(roll_inputs(), lambda lib, F, x, shifts, dims: lib.roll(x, shifts=shifts, dims=dims) * x),
+    ],
+    "Repeat": [
+        Spec(repeat_inputs(), lambda lib, F, x, repeats: x.repeat(repeats)),
+        Spec(repeat_inputs(), lambda lib, F, x, repeats: x.repeat(*repeats)),
+        Spec(repeat_inputs(), lambda lib, F, x, repeats: lib.tile(x, repeats[1:]) * 2),
+    ],
+    "Diagonal": [
+        Spec(diagonal_inputs(), lambda lib, F, x, **kw: x.diagonal(**kw)),
+        Spec(diagonal_inputs(), lambda lib, F, x, **kw: lib.diagonal(x, kw["offset"]) * 3 + x.sum()),
+        Spec(diag_inputs(), lambda lib, F, x, diagonal: lib.diag(x, diagonal) if x.ndim == 2 else x.diag()),
+    ],
+    "DiagonalScatter": [
+        Spec(diagonal_inputs(scatter=True), lambda lib, F, x, src, **kw: x.diagonal_scatter(src, **kw)),
+        Spec(diagonal_inputs(scatter=True), lambda lib, F, x, src, **kw: lib.diagonal_scatter(x, src, **kw) * x),
+    ],
+    "DiagEmbed": [
+        Spec(diag_embed_inputs(), lambda lib, F, x, **kw: x.diag_embed(**kw)),
+        Spec(diag_embed_inputs(), lambda lib, F, x, offset, **kw: lib.diag_embed(x, offset)),
+        Spec(diag_inputs(), lambda lib, F, x, diagonal: lib.diag(x, diagonal) if x.ndim == 1 else x.diag()),
+    ],
 }
+SPECS["Expand"].append(Spec(meshgrid_inputs(), _meshgrid))

@@ -14,6 +14,14 @@ def _setitem(t, index, value):
     return t
 
 
+def _index_put(lib, F, x, index, v, accumulate=False, method="index_put"):
+    """torch's index_put: the index as a tuple of tensors (a whole dim as an arange)."""
+    index = index if isinstance(index, tuple) else (index,)
+    arange = lib.arange(x.shape[0]).reshape(-1, 1)  # [:, ids] as [arange column, ids]
+    index = tuple(arange if isinstance(i, slice) else i for i in index)
+    return getattr(x, method)(index, v, accumulate=accumulate)
+
+
 @st.composite
 def region_inputs(draw, advanced=False, unique=True):
     """x, an index into it, and a value that broadcasts to the indexed region."""
@@ -50,6 +58,15 @@ SPECS = {
             region_inputs(advanced=True, unique=False),
             lambda lib, F, x, index, v: _setitem(x * 1, index, v),
             finite_differences=False,
+        ),
+        Spec(region_inputs(advanced=True), _index_put),
+        Spec(  # accumulate: repeated positions add up
+            region_inputs(advanced=True, unique=False),
+            lambda lib, F, x, index, v: _index_put(lib, F, x, index, v, accumulate=True),
+        ),
+        Spec(
+            region_inputs(advanced=True, unique=False),
+            lambda lib, F, x, index, v: _index_put(lib, F, x * 1, index, v, True, "index_put_") * x,
         ),
     ],
     "Fill": [

@@ -2,9 +2,27 @@
 installs the public names each provides (Tensor methods, `tinygraph.*`, `F.*`)."""
 
 from ..function import OPS
-from . import activation, conv, elementwise, linalg, loss, math, nn, pool, reduce, resample, shape, values, write
+from . import (
+    activation,
+    conv,
+    cumulative,
+    einsum,
+    elementwise,
+    linalg,
+    loss,
+    math,
+    nn,
+    norm,
+    pool,
+    reduce,
+    resample,
+    select,
+    shape,
+    values,
+    write,
+)
 
 __all__ = [
-    "OPS", "activation", "conv", "elementwise", "linalg", "loss", "math", "nn", "pool", "reduce", "resample", "shape",
-    "values", "write",
+    "OPS", "activation", "conv", "cumulative", "einsum", "elementwise", "linalg", "loss", "math", "nn", "norm", "pool",
+    "reduce", "resample", "select", "shape", "values", "write",
 ]  # fmt: skip

@@ -1,4 +1,6 @@
-"""Reductions over `dim` (an int, a tuple of ints, or None for all) with `keepdim`."""
+"""Reductions over `dim` (an int, a tuple of ints, or None for all) with `keepdim`, and the
+ops that pick elements along a dim with their indices (max/min over a dim, median, mode,
+kthvalue; sort, topk, cummax and cummin use the same op)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import torch
 from ..function import Function, public, register
 from ..tensor import Tensor
 
-MaxMin = namedtuple("MaxMin", ["values", "indices"])  # what max(dim) and min(dim) return, as torch's
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])  # what max(dim), sort, topk... return
+MinMax = namedtuple("MinMax", ["min", "max"])  # what aminmax returns
 
 
 def normalize_dims(dim, ndim: int) -> tuple[int, ...]:
@@ -31,23 +34,28 @@ def _kept_shape(shape, dims) -> list[int]:
     return [1 if i in dims else s for i, s in enumerate(shape)]
 
 
+def unreduce(t, shape, dims, keepdim: bool):
+    """A reduced tensor with its reduced dims back as size 1 (so it broadcasts against the input)."""
+    return t if keepdim else t.reshape(_kept_shape(shape, dims))
+
+
 def expand_reduced(g, shape, dims, keepdim: bool):
     """Put a reduced grad back in the input's shape (the backward of every reduction)."""
-    if not keepdim:
-        g = g.reshape(_kept_shape(shape, dims))
-    return g.expand(shape)
+    return unreduce(g, shape, dims, keepdim).expand(shape)
 
 
 @register("Tensor.sum tinygraph.sum")
 class Sum(Function):
-    @staticmethod
-    def call(input, dim=None, keepdim=False):
-        return Sum.apply(input, dim, keepdim)
+    """With `dtype`, the input is converted first and the grad converted back, as in torch."""
 
     @staticmethod
-    def forward(ctx, x, dim=None, keepdim=False):
+    def call(input, dim=None, keepdim=False, *, dtype=None):
+        return Sum.apply(input, dim, keepdim, dtype=dtype)
+
+    @staticmethod
+    def forward(ctx, x, dim=None, keepdim=False, *, dtype=None):
         ctx.shape, ctx.dims, ctx.keepdim = x.shape, normalize_dims(dim, x.ndim), keepdim
-        return x.sum(ctx.dims, keepdim=keepdim) if ctx.dims else x.clone()
+        return x.sum(ctx.dims, keepdim=keepdim, dtype=dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -57,24 +65,28 @@ class Sum(Function):
 @register("Tensor.mean tinygraph.mean")
 class Mean(Function):
     @staticmethod
-    def call(input, dim=None, keepdim=False):
-        return Mean.apply(input, dim, keepdim)
+    def call(input, dim=None, keepdim=False, *, dtype=None):
+        return Mean.apply(input, dim, keepdim, dtype=dtype)
 
     @staticmethod
-    def forward(ctx, x, dim=None, keepdim=False):
+    def forward(ctx, x, dim=None, keepdim=False, *, dtype=None):
         ctx.shape, ctx.dims, ctx.keepdim = x.shape, normalize_dims(dim, x.ndim), keepdim
         ctx.count = math.prod(x.shape[d] for d in ctx.dims)
-        return x.mean(ctx.dims, keepdim=keepdim) if ctx.dims else x.clone()
+        return x.mean(ctx.dims, keepdim=keepdim, dtype=dtype)
 
     @staticmethod
     def backward(ctx, g):
         return expand_reduced(g / ctx.count, ctx.shape, ctx.dims, ctx.keepdim)
 
 
-def _correction(correction, unbiased) -> float:
+def _dim_and_correction(dim, unbiased, correction) -> tuple:
+    """torch's ways of asking for a correction: `correction=`, or `unbiased` (also in the
+    place of `dim`: `x.var(False)`); 1 by default."""
+    if isinstance(dim, bool):
+        dim, unbiased = None, dim
     if unbiased is not None:
-        return int(unbiased)
-    return 1 if correction is None else correction
+        return dim, int(unbiased)
+    return dim, 1 if correction is None else correction
 
 
 def _var_grad(g, x, dims, keepdim, correction, every_dim):
@@ -94,8 +106,8 @@ class Var(Function):
     """Variance with `correction` (1: Bessel's unbiased estimate, 0: the biased one)."""
 
     @staticmethod
-    def call(input, dim=None, *, correction=None, keepdim=False, unbiased=None):
-        return Var.apply(input, dim, _correction(correction, unbiased), keepdim)
+    def call(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return Var.apply(input, *_dim_and_correction(dim, unbiased, correction), keepdim)
 
     @staticmethod
     def forward(ctx, x, dim=None, correction=1, keepdim=False):
@@ -115,8 +127,8 @@ class Std(Function):
     """The square root of the variance. Where it is 0 (a constant row) its grad is 0, as torch defines it."""
 
     @staticmethod
-    def call(input, dim=None, *, correction=None, keepdim=False, unbiased=None):
-        return Std.apply(input, dim, _correction(correction, unbiased), keepdim)
+    def call(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return Std.apply(input, *_dim_and_correction(dim, unbiased, correction), keepdim)
 
     @staticmethod
     def forward(ctx, x, dim=None, correction=1, keepdim=False):
@@ -133,33 +145,114 @@ class Std(Function):
         return _var_grad(g_var, x, ctx.dims, ctx.keepdim, ctx.correction, ctx.every_dim)
 
 
-@register
-class MaxDim(Function):
-    """`x.max(dim)` (or `x.min(dim)` with largest=False): the values and the index of the
-    first extreme; only that element gets a grad."""
+@public("tinygraph.var_mean")
+def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(var, mean) over the same dims."""
+    dim, correction = _dim_and_correction(dim, unbiased, correction)
+    return Var.apply(input, dim, correction, keepdim), Mean.apply(input, dim, keepdim)
+
+
+@public("tinygraph.std_mean")
+def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(std, mean) over the same dims."""
+    dim, correction = _dim_and_correction(dim, unbiased, correction)
+    return Std.apply(input, dim, correction, keepdim), Mean.apply(input, dim, keepdim)
+
+
+@register("Tensor.prod tinygraph.prod")
+class Prod(Function):
+    """The product of the elements, over one dim or all. The grad of each element is the
+    product of all the others, made of the products before it and after it (never the
+    product divided by the element): exact where the input has zeros, as torch's, and
+    differentiable again."""
 
     @staticmethod
-    def forward(ctx, x, dim, keepdim=False, largest=True):
-        (ctx.dim,) = normalize_dims(dim, x.ndim) or (0,)
-        ctx.shape, ctx.keepdim = x.shape, keepdim
-        if not largest:
-            ctx.name = "MinDim"
-        values, indices = x.max(ctx.dim, keepdim=keepdim) if largest else x.min(ctx.dim, keepdim=keepdim)
+    def call(input, dim=None, keepdim=False, *, dtype=None):
+        return Prod.apply(input, dim, keepdim, dtype=dtype)
+
+    @staticmethod
+    def forward(ctx, x, dim=None, keepdim=False, *, dtype=None):
+        ctx.dim, ctx.keepdim = dim, keepdim
+        ctx.save_for_backward(x)
+        if dim is None:
+            return x.prod(dtype=dtype).reshape([1] * x.ndim if keepdim else [])
+        return x.prod(dim, keepdim, dtype=dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        if x.dtype != g.dtype:  # prod(dtype=): the products in that dtype, as torch's
+            x = x.to(g.dtype)
+        if x.ndim == 0 or x.numel() == 0:
+            return g.expand(x.shape)
+        if ctx.dim is None:
+            return g * products_of_the_others(x.reshape(-1), 0).reshape(x.shape)
+        (dim,) = normalize_dims(ctx.dim, x.ndim)
+        return unreduce(g, x.shape, (dim,), ctx.keepdim) * products_of_the_others(x, dim)
+
+
+def products_of_the_others(x, dim: int):
+    """For each element along `dim` (>= 0), the product of all the other elements there."""
+    return exclusive_cumprod(x, dim) * exclusive_cumprod(x.flip(dim), dim).flip(dim)
+
+
+def exclusive_cumprod(x, dim: int):
+    """The product of the elements before each one along `dim` (>= 0): 1 for the first."""
+    ones = x.new_ones((*x.shape[:dim], 1, *x.shape[dim + 1 :]))
+    return torch.cat([ones, x.narrow(dim, 0, x.shape[dim] - 1)], dim).cumprod(dim)  # tinygraph.cat on Tensors
+
+
+@register
+class PickAlongDim(Function):
+    """Elements picked along `dim` with their indices, by the torch method `how`: max or min
+    over a dim, median, nanmedian, mode, kthvalue (which reduce the dim, unless keepdim),
+    sort, topk, cummax, cummin. Each picked value's grad goes to the element it came from."""
+
+    @staticmethod
+    def forward(ctx, x, how, dim, reduces, **options):
+        ctx.name = how.capitalize()
+        values, indices = getattr(x, how)(dim=dim, **options)
+        ctx.shape, ctx.dim = x.shape, dim
+        ctx.unsqueeze = reduces and not options.get("keepdim") and x.ndim > 0
         ctx.save_for_backward(indices)
         return values, indices
 
     @staticmethod
     def backward(ctx, g):
         (indices,) = ctx.saved_tensors
-        if not ctx.keepdim and len(ctx.shape):
+        if ctx.unsqueeze:
             g, indices = g.unsqueeze(ctx.dim), indices.unsqueeze(ctx.dim)
         return g.new_zeros(ctx.shape).scatter_add(ctx.dim, indices, g)
 
 
+def pick_along_dim(input, how, dim, reduces=True, **options) -> ValuesIndices:
+    return ValuesIndices(*PickAlongDim.apply(input, how, dim, reduces, **options))
+
+
+@register
+class PickFromAll(Function):
+    """One value of the whole tensor, by the torch method `how` (max, min, median,
+    nanmedian). Its grad is shared evenly by the elements equal to it, or by the NaNs when
+    it is NaN, as in torch."""
+
+    @staticmethod
+    def forward(ctx, x, how):
+        ctx.name = how.capitalize()
+        out = getattr(x, how)()
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, out = ctx.saved_tensors
+        chosen = (x == out) | (x.isnan() & out.isnan())
+        return chosen * (g / chosen.sum())
+
+
 @register
 class Amax(Function):
-    """`x.amax(dim)` (and `amin` with largest=False), and `x.max()` over everything: tied
-    extremes share the grad evenly, as in torch."""
+    """`x.amax(dim)` (and `amin` with largest=False): tied extremes share the grad evenly,
+    as in torch."""
 
     @staticmethod
     def forward(ctx, x, dim=None, keepdim=False, largest=True):
@@ -179,27 +272,28 @@ class Amax(Function):
         return share * winners
 
 
-def _extreme(input, dim, keepdim, largest):
-    if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum
+def _pick(input, dim, keepdim, how):
+    """max, min, median, nanmedian: of all the elements (dim None), or along `dim` with indices."""
+    if isinstance(dim, Tensor) and how in ("max", "min"):  # torch.max(a, b): the elementwise maximum
         from .elementwise import Maximum
 
-        return Maximum.apply(input, dim, largest)
+        return Maximum.apply(input, dim, how == "max")
     if dim is None:
-        return Amax.apply(input, None, False, largest)
-    return MaxMin(*MaxDim.apply(input, dim, keepdim, largest))
+        return PickFromAll.apply(input, how)
+    return pick_along_dim(input, how, dim, keepdim=keepdim)
 
 
 @public("Tensor.max tinygraph.max")
 def largest(input, dim=None, keepdim=False):
     """Over all elements: the largest value (ties share the grad). With `dim`:
     `(values, indices)`, the first maximum taking the grad. With a tensor: `maximum`."""
-    return _extreme(input, dim, keepdim, True)
+    return _pick(input, dim, keepdim, "max")
 
 
 @public("Tensor.min tinygraph.min")
 def smallest(input, dim=None, keepdim=False):
     """Like `max`, for the smallest value."""
-    return _extreme(input, dim, keepdim, False)
+    return _pick(input, dim, keepdim, "min")
 
 
 @public("Tensor.amax tinygraph.amax")
@@ -210,6 +304,37 @@ def amax(input, dim=(), keepdim=False):
 @public("Tensor.amin tinygraph.amin")
 def amin(input, dim=(), keepdim=False):
     return Amax.apply(input, dim, keepdim, False)
+
+
+@public("Tensor.aminmax tinygraph.aminmax")
+def aminmax(input, *, dim=None, keepdim=False) -> MinMax:
+    """`(min, max)` over `dim` (an int) or over everything; tied extremes share the grad."""
+    return MinMax(Amax.apply(input, dim, keepdim, False), Amax.apply(input, dim, keepdim, True))
+
+
+@public("Tensor.median tinygraph.median")
+def median(input, dim=None, keepdim=False):
+    """The lower of the two middle values: of all the elements (its grad shared by those equal
+    to it), or along `dim` as `(values, indices)`, the grad going to the element at the index."""
+    return _pick(input, dim, keepdim, "median")
+
+
+@public("Tensor.nanmedian tinygraph.nanmedian")
+def nanmedian(input, dim=None, keepdim=False):
+    """`median` of the values that are not NaN."""
+    return _pick(input, dim, keepdim, "nanmedian")
+
+
+@public("Tensor.mode tinygraph.mode")
+def mode(input, dim=-1, keepdim=False) -> ValuesIndices:
+    """The most frequent value along `dim` and an index of it, which takes the grad."""
+    return pick_along_dim(input, "mode", dim, keepdim=keepdim)
+
+
+@public("Tensor.kthvalue tinygraph.kthvalue")
+def kthvalue(input, k, dim=-1, keepdim=False) -> ValuesIndices:
+    """The k-th smallest value along `dim` (k from 1) and its index, which takes the grad."""
+    return pick_along_dim(input, "kthvalue", dim, k=k, keepdim=keepdim)
 
 
 @register("Tensor.logsumexp tinygraph.logsumexp")

@@ -8,7 +8,7 @@ import torch
 
 from ..function import Function, public, register
 from ..indexing import is_advanced, normalize_index
-from ..tensor import unwrap
+from ..tensor import Tensor, unwrap
 from .reduce import normalize_dims
 
 
@@ -193,18 +193,23 @@ class GetItemBackward(Function):
     @staticmethod
     def forward(ctx, g, shape, index):
         ctx.save_for_backward(index)
-        out = g.new_zeros(shape)
-        if not is_advanced(index):
-            out[index] = g
-            return out
-        # Advanced indices may repeat: find each picked element's flat position, then add.
-        flat = torch.arange(out.numel(), device=g.device).view(shape)[index]
-        return out.view(-1).index_add_(0, flat.reshape(-1), g.reshape(-1)).view(shape)
+        return add_at(g.new_zeros(shape), index, g)
 
     @staticmethod
     def backward(ctx, g):
         (index,) = ctx.saved_tensors
         return g[index], None, None
+
+
+def add_at(out: torch.Tensor, index, values: torch.Tensor) -> torch.Tensor:
+    """`out[index] += values` in place (out contiguous), positions that index repeats adding up."""
+    if not is_advanced(index):
+        out[index] += values
+        return out
+    # Advanced indices may repeat: find each picked element's flat position, then add.
+    flat = torch.arange(out.numel(), device=out.device).view(out.shape)[index]
+    values = values.expand(flat.shape)
+    return out.view(-1).index_add_(0, flat.reshape(-1), values.reshape(-1)).view(out.shape)
 
 
 @public("Tensor.narrow tinygraph.narrow")
@@ -322,11 +327,20 @@ class Gather(Function):
         return g.new_zeros(ctx.shape).scatter_add(ctx.dim, index, g), None, None
 
 
+def fitted(src, index):
+    """The part of `src` that a scatter along `index` reads: its corner of index's shape
+    (so a larger src gets zero grads outside it, where torch's backward raises)."""
+    if isinstance(src, (int, float)) or src.shape == index.shape or src.ndim != index.ndim:
+        return src  # (torch's checks speak for a src of the wrong rank)
+    return src[tuple(slice(0, n) for n in index.shape)]
+
+
 @register("Tensor.scatter_add Tensor.scatter_add_ tinygraph.scatter_add")
 class ScatterAdd(Function):
     @staticmethod
     def call(input, dim, index, src):
-        return ScatterAdd.apply(input, dim, unwrap(index), src)
+        index = unwrap(index)
+        return ScatterAdd.apply(input, dim, index, fitted(src, index))
 
     @staticmethod
     def forward(ctx, x, dim, index, src):
@@ -400,3 +414,176 @@ class Tril(Function):
 @public("Tensor.triu Tensor.triu_ tinygraph.triu")
 def triu(input, diagonal=0):
     return Tril.apply(input, diagonal, True)
+
+
+@register("Tensor.flip tinygraph.flip")
+class Flip(Function):
+    """The order of the elements reversed along each of `dims`."""
+
+    @staticmethod
+    def call(input, *args, dims=None):
+        return Flip.apply(input, sizes(args) if dims is None else tuple(dims))
+
+    @staticmethod
+    def forward(ctx, x, dims):
+        ctx.dims = dims
+        return x.flip(dims)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.flip(ctx.dims)
+
+
+@public("Tensor.fliplr tinygraph.fliplr")
+def fliplr(input):
+    """Reversed left to right (along dim 1)."""
+    if input.ndim < 2:
+        raise RuntimeError("Input must be >= 2-d.")
+    return Flip.apply(input, (1,))
+
+
+@public("Tensor.flipud tinygraph.flipud")
+def flipud(input):
+    """Reversed upside down (along dim 0)."""
+    if input.ndim < 1:
+        raise RuntimeError("Input must be >= 1-d.")
+    return Flip.apply(input, (0,))
+
+
+@register("Tensor.roll tinygraph.roll")
+class Roll(Function):
+    """The elements shifted along `dims` (of the flattened tensor when dims is None), those
+    pushed off the end coming back at the start."""
+
+    @staticmethod
+    def forward(ctx, x, shifts, dims=None):
+        ctx.dims = dims
+        ctx.back = -shifts if isinstance(shifts, int) else tuple(-s for s in shifts)
+        return x.roll(shifts, dims)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.roll(ctx.back, ctx.dims)
+
+
+@register("Tensor.repeat")
+class Repeat(Function):
+    """The tensor tiled `repeats[i]` times along dim i (new leading dims for extra ones); the
+    grad of an element is the sum of the grads of its copies."""
+
+    @staticmethod
+    def call(input, *repeats):
+        return Repeat.apply(input, sizes(repeats))
+
+    @staticmethod
+    def forward(ctx, x, repeats):
+        ctx.shape, ctx.repeats = x.shape, repeats
+        return x.repeat(repeats)
+
+    @staticmethod
+    def backward(ctx, g):
+        shape = (1,) * (len(ctx.repeats) - len(ctx.shape)) + tuple(ctx.shape)
+        split = [n for copies, size in zip(ctx.repeats, shape) for n in (copies, size)]
+        return g.reshape(split).sum(tuple(range(0, len(split), 2))).reshape(ctx.shape)
+
+
+@public("Tensor.tile tinygraph.tile")
+def tile(input, dims):
+    """`repeat`, with `dims` padded with leading 1s when it is shorter than input's shape."""
+    dims = tuple(dims)
+    return Repeat.apply(input, (1,) * (input.ndim - len(dims)) + dims)
+
+
+@public("Tensor.repeat_interleave tinygraph.repeat_interleave")
+def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
+    """Each element repeated `repeats` times (an int, or a tensor of one count per element)
+    along `dim` (of the flattened tensor when dim is None): torch's own composition, an
+    `index_select`. With only a tensor of counts, the indices that repeat each i counts[i] times."""
+    if repeats is None:
+        return Tensor._make(torch.repeat_interleave(unwrap(input), output_size=output_size), None)
+    if dim is None:
+        input, dim = input.reshape(-1), 0
+    positions = torch.arange(input.shape[dim], device=input.device)
+    repeats = unwrap(repeats)
+    if isinstance(repeats, torch.Tensor):
+        repeats = repeats.to(input.device)
+    return IndexSelect.apply(input, dim, positions.repeat_interleave(repeats, output_size=output_size))
+
+
+@register("Tensor.diagonal tinygraph.diagonal")
+class Diagonal(Function):
+    """The diagonal of the (dim1, dim2) planes as the last dim, `offset` above (> 0) or
+    below (< 0) the main one: a view, as torch's."""
+
+    view = True
+
+    @staticmethod
+    def forward(ctx, x, offset=0, dim1=0, dim2=1):
+        ctx.shape, ctx.where = x.shape, (offset, dim1, dim2)
+        return x.diagonal(offset, dim1, dim2)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.new_zeros(ctx.shape).diagonal_scatter(g, *ctx.where)
+
+
+@register("Tensor.diagonal_scatter tinygraph.diagonal_scatter")
+class DiagonalScatter(Function):
+    """`input` with `src` written on its diagonal (as `diagonal` reads it): the backward of `diagonal`."""
+
+    @staticmethod
+    def forward(ctx, x, src, offset=0, dim1=0, dim2=1):
+        ctx.src_shape, ctx.where = src.shape, (offset, dim1, dim2)
+        return x.diagonal_scatter(src, offset, dim1, dim2)
+
+    @staticmethod
+    def backward(ctx, g):
+        dx, dsrc = ctx.needs_input_grad[:2]
+        gx = g.diagonal_scatter(g.new_zeros(ctx.src_shape), *ctx.where) if dx else None
+        return gx, (g.diagonal(*ctx.where) if dsrc else None)
+
+
+@register("Tensor.diag_embed tinygraph.diag_embed")
+class DiagEmbed(Function):
+    """Matrices (in dims dim1, dim2) with the last dim of input on their `offset` diagonal, zeros elsewhere."""
+
+    @staticmethod
+    def forward(ctx, x, offset=0, dim1=-2, dim2=-1):
+        ctx.where = (offset, dim1, dim2)
+        return x.diag_embed(offset, dim1, dim2)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.diagonal(*ctx.where)
+
+
+@public("Tensor.diag tinygraph.diag")
+def diag(input, diagonal=0):
+    """A vector to the square matrix with it on its `diagonal`; a matrix to (a copy of) that diagonal."""
+    if input.ndim == 1:
+        return DiagEmbed.apply(input, diagonal, 0, 1)
+    if input.ndim == 2:
+        return Diagonal.apply(input, diagonal, 0, 1).clone()
+    raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {input.ndim}D")
+
+
+@public("tinygraph.meshgrid")
+def meshgrid(*tensors, indexing="ij"):
+    """Coordinate grids: output i holds tensors[i] along its own dim, repeated along the
+    others (views, by expand). indexing='xy' swaps the first two dims, as numpy's does."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError(f'torch.meshgrid: indexing must be one of "xy" or "ij", but received: {indexing}')
+    for t in tensors:
+        if t.ndim > 1:
+            raise RuntimeError(f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got: {t.ndim}D")
+    axis = list(range(len(tensors)))
+    if indexing == "xy" and len(tensors) > 1:
+        axis[0], axis[1] = 1, 0
+    shape = [0] * len(tensors)
+    for t, a in zip(tensors, axis):
+        shape[a] = t.numel()
+    return tuple(
+        t.reshape([-1 if i == a else 1 for i in range(len(tensors))]).expand(shape) for t, a in zip(tensors, axis)
+    )

@@ -1,5 +1,5 @@
 """Functions whose results carry no grad, in torch as here: comparisons, logic, tests,
-indices. Each runs torch's function of the same name on the data and returns a Tensor
+indices. Each runs torch's function of the same name on the data and returns Tensors
 outside any graph (a Python value where torch returns one, as `equal` does)."""
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ VALUES_ONLY = {
     "argmax": "Tensor.argmax tinygraph.argmax",
     "argmin": "Tensor.argmin tinygraph.argmin",
     "equal": "Tensor.equal tinygraph.equal",
+    "isclose": "Tensor.isclose tinygraph.isclose",
+    "allclose": "Tensor.allclose tinygraph.allclose",
+    "count_nonzero": "Tensor.count_nonzero tinygraph.count_nonzero",
+    "argsort": "Tensor.argsort tinygraph.argsort",
+    "nonzero": "Tensor.nonzero tinygraph.nonzero",
+    "argwhere": "Tensor.argwhere tinygraph.argwhere",
 }
 
 
@@ -56,6 +62,8 @@ def values_only(name: str, namespace: Any = torch):
             out = method(input.data, *unwrap(args), **unwrap(kwargs))
         else:
             out = function(unwrap(input), *unwrap(args), **unwrap(kwargs))
+        if isinstance(out, tuple):  # nonzero(as_tuple=True)
+            return tuple(Tensor._make(o, None) for o in out)
         return Tensor._make(out, None) if isinstance(out, torch.Tensor) else out
 
     run.__doc__ = f"torch's {name}, on the values only (the result carries no grad)."

@@ -12,6 +12,7 @@ from ..function import Function, public, register
 from ..indexing import is_advanced, normalize_index
 from ..inplace import bring_up_to_date, check_writable, commit, is_tracked, rebase, refresh, region_index
 from ..tensor import Tensor, unwrap
+from .shape import add_at
 
 
 @public("Tensor.__setitem__")
@@ -60,13 +61,26 @@ class CopySlices(Function):
         return g.masked_fill(written.view(g.shape), 0), g.reshape(-1)[index], None
 
 
-@register
+@register("Tensor.index_put Tensor.index_put_ tinygraph.index_put")
 class IndexPut(Function):
-    """`x` with `value` put at an advanced `index` (out of place; `x[index] = value` writes it back)."""
+    """`x` with `value` put at an advanced `index` (out of place; `x[index] = value` writes it
+    back), or with accumulate=True added there, positions that index repeats adding up."""
 
     @staticmethod
-    def forward(ctx, x, value, index):
+    def call(input, indices, values, accumulate=False):
+        """torch's index_put: `indices` a tuple of index tensors, as in `input[indices] = values`."""
+        for i, index in enumerate(indices):
+            if not isinstance(index, (Tensor, torch.Tensor)):
+                raise TypeError(f"expected Tensor as element {i} in argument 0, but got {type(index).__name__}")
+        return IndexPut.apply(input, values, normalize_index(tuple(indices), input.device), accumulate)
+
+    @staticmethod
+    def forward(ctx, x, value, index, accumulate=False):
+        ctx.accumulate = accumulate
         ctx.save_for_backward(index)
+        if accumulate:
+            value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+            return add_at(x.clone(memory_format=torch.contiguous_format), index, value)
         out = x.clone()
         out[index] = value
         return out
@@ -74,7 +88,7 @@ class IndexPut(Function):
     @staticmethod
     def backward(ctx, g):
         (index,) = ctx.saved_tensors
-        return IndexPut.apply(g, 0.0, index), g[index], None
+        return (g if ctx.accumulate else IndexPut.apply(g, 0.0, index)), g[index], None, None
 
 
 @register("tinygraph.fill Tensor.fill_")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import torch
+
 import tinygraph.nn.functional as F
-from tinygraph import Tensor, nn
+from tinygraph import Tensor, cat, nn
 
 from ..options import PositiveInt, at_least
 from .basic import Linear
@@ -29,10 +31,23 @@ class MultiHeadSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.forward_cached(x, None)[0]
+
+    def forward_cached(self, x: Tensor, cache: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The output at the positions of x, which follow those whose keys and values
+        `cache` holds (B, heads, S, head width each), and the keys and values of all of them."""
         B, T, C = x.shape
-        heads = (t.reshape(B, T, self.heads, C // self.heads).transpose(1, 2) for t in self.qkv(x).split(C, -1))
-        y = F.scaled_dot_product_attention(*heads, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+        q, k, v = (t.reshape(B, T, self.heads, C // self.heads).transpose(1, 2) for t in self.qkv(x).split(C, -1))
+        mask = None
+        if cache is not None:
+            past = cache[0].shape[2]
+            k, v = cat([cache[0], k], 2), cat([cache[1], v], 2)
+            if T > 1:  # new position i sees the past and the new positions up to i
+                mask = torch.ones(T, past + T, dtype=torch.bool, device=k.device).tril(past)
+        y = F.scaled_dot_product_attention(
+            q, k, v, mask, is_causal=cache is None, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C))), (k, v)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}"
@@ -41,6 +56,8 @@ class MultiHeadSelfAttention(nn.Module):
 @layer
 class FullyConnected(nn.Module):
     """The MLP of a block: widen (4x by default), exact GELU, project back, dropout."""
+
+    positionwise = True  # (see incremental.py)
 
     def __init__(
         self,
@@ -79,6 +96,12 @@ class Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln1(x))
         return x + self.mlp(self.ln2(x))
+
+    def forward_cached(self, x: Tensor, cache: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """forward at new positions, with its attention's cache (see incremental.py)."""
+        attended, cache = self.attn.forward_cached(self.ln1(x), cache)
+        x = x + attended
+        return x + self.mlp(self.ln2(x)), cache
 
     def residual_projections(self) -> list[nn.Linear]:
         """The layers that write into the residual stream (their init is scaled down)."""

@@ -28,6 +28,7 @@ class Embedding(nn.Embedding):
     """Token ids (B, T) to vectors (B, T, dim); the first layer of every model."""
 
     out_width = "dim"
+    positionwise = True  # (see incremental.py)
 
     def __init__(self, vocab_size: int, dim: Annotated[PositiveInt, "the vectors' width"]):
         super().__init__(vocab_size, dim)
@@ -44,10 +45,14 @@ class PositionalEmbedding(nn.Embedding):
         self.block_size = block_size
 
     def forward(self, x: Tensor) -> Tensor:
-        T = x.shape[1]
-        if T > self.block_size:
-            raise ValueError(f"A sequence of {T} tokens is longer than the model's context of {self.block_size}.")
-        return x + self.weight[:T]
+        return self.forward_cached(x, 0)[0]
+
+    def forward_cached(self, x: Tensor, cache: int | None) -> tuple[Tensor, int]:
+        """x at positions `cache` (how many came before) onwards, plus their vectors."""
+        start, end = cache or 0, (cache or 0) + x.shape[1]
+        if end > self.block_size:
+            raise ValueError(f"A sequence of {end} tokens is longer than the model's context of {self.block_size}.")
+        return x + self.weight[start:end], end
 
 
 @layer
@@ -55,6 +60,7 @@ class TemporalDense(Linear):
     """A linear layer applied at every time step: (B, T, width) to (B, T, out)."""
 
     out_width = "out"
+    positionwise = True
 
     def __init__(
         self,
@@ -73,6 +79,8 @@ class TemporalDense(Linear):
 class LayerNorm(nn.LayerNorm):
     """Layer normalization over the features (optionally without a bias, as nanoGPT)."""
 
+    positionwise = True
+
     def __init__(self, width: int, bias: bool = True):
         super().__init__(width, bias=bias)
 
@@ -80,6 +88,8 @@ class LayerNorm(nn.LayerNorm):
 @layer
 class Dropout(nn.Dropout):
     """Zero features with probability p while training."""
+
+    positionwise = True
 
     def __init__(self, width: int, p: Annotated[Probability, FromModel("dropout"), "probability of zeroing"] = 0.5):
         super().__init__(p)

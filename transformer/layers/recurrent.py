@@ -5,7 +5,7 @@ names, layout and uniform(+-1/sqrt(hidden)) init, so their weights load into eac
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 
@@ -34,6 +34,12 @@ class Recurrent(nn.Module):
         self.bias_ih = uniform(self.gates * hidden) if bias else None
         self.bias_hh = uniform(self.gates * hidden) if bias else None
 
+    def forward(self, x: Tensor, state: Any = None) -> Tensor:
+        """The hidden state at every step of x, from `state` (zeros by default). Each cell's
+        `forward_cached(x, state)` also returns the state after the last step, which
+        generation carries from token to token (see incremental.py)."""
+        return self.forward_cached(x, state)[0]
+
     def _input_terms(self, x: Tensor) -> Tensor:
         # the input's contribution at every step at once: one matrix product, not T
         xw = x @ self.weight_ih.mT
@@ -47,14 +53,14 @@ class Recurrent(nn.Module):
 class RNN(Recurrent):
     """h_t = tanh(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), over (B, T, input) to (B, T, hidden)."""
 
-    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
+    def forward_cached(self, x: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
         xw = self._input_terms(x)
         h = h if h is not None else xw.new_zeros(x.shape[0], self.hidden_size)
         w_hh, outputs = self.weight_hh.mT, []  # transposed once, not at every step
         for xw_t in xw.unbind(1):
             h = (xw_t + h @ w_hh).tanh()
             outputs.append(h)
-        return stack(outputs, 1)
+        return stack(outputs, 1), h
 
 
 @layer
@@ -64,7 +70,7 @@ class LSTM(Recurrent):
 
     gates = 4
 
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward_cached(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         xw = self._input_terms(x)
         zeros = xw.new_zeros(x.shape[0], self.hidden_size)
         h, c = state if state is not None else (zeros, zeros)
@@ -72,7 +78,7 @@ class LSTM(Recurrent):
         for xw_t in xw.unbind(1):
             h, c = F.lstm_cell(xw_t, h, c, self.weight_hh)  # one fused op per step (its composite: the gates)
             outputs.append(h)
-        return stack(outputs, 1)
+        return stack(outputs, 1), (h, c)
 
 
 @layer
@@ -82,7 +88,7 @@ class GRU(Recurrent):
 
     gates = 3
 
-    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
+    def forward_cached(self, x: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
         xw = x @ self.weight_ih.mT  # the input terms of every step in one product
         if self.bias_ih is not None:
             xw = xw + self.bias_ih
@@ -99,4 +105,4 @@ class GRU(Recurrent):
             n = (x_n + r * h_n).tanh()
             h = (1 - z) * n + z * h
             outputs.append(h)
-        return stack(outputs, 1)
+        return stack(outputs, 1), h
