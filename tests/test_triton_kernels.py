@@ -29,9 +29,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import tinygraph as tg
 import tinygraph.kernels as kernels
 from tinygraph.ops import elementwise as E
 from tinygraph.ops import nn as N
+from tinygraph.testing import use_composites
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ROOT = Path(__file__).resolve().parent.parent
@@ -286,3 +288,86 @@ def test_kernels_compile_for_hopper():
     tool = [sys.executable, "tools/compile_kernels.py", "--quick", "--arch", "90"]
     result = subprocess.run(tool, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+
+
+# ---- the engine's kernel path: each fused op, run through tinygraph, takes its kernel and
+# equals its composite (values, grads, and second order, which the engine takes from the
+# composite). On the CPU, `kernels.settings.on_cpu` sends CPU tensors to the interpreter.
+MASK = torch.rand(17, 21, generator=torch.Generator().manual_seed(0)) > 0.4
+MASK[:, 0] = True  # every query attends somewhere
+
+
+ENGINE_CASES = {
+    # name: (the public call, its inputs (float ones get grads), the op it must record)
+    "layer_norm": (
+        lambda x, w, b: tg.nn.functional.layer_norm(x, (5, 9), w, b),
+        ((3, 7, 5, 9), (5, 9), (5, 9)),
+        "LayerNorm",
+    ),
+    "gelu": (lambda x: tg.nn.functional.gelu(x), ((4, 37),), "Gelu"),
+    "gelu tanh": (lambda x: tg.nn.functional.gelu(x, approximate="tanh"), ((4, 37),), "Gelu"),
+    "cross_entropy": (
+        lambda x: tg.nn.functional.cross_entropy(x, torch.tensor([3, -100, 0, 36, 5], device=DEVICE)),
+        ((5, 37),),
+        "CrossEntropy",
+    ),
+    "cross_entropy sum": (
+        lambda x: tg.nn.functional.cross_entropy(x, torch.tensor([3, 1, 0], device=DEVICE), reduction="sum"),
+        ((3, 21),),
+        "CrossEntropy",
+    ),
+    "attention causal": (
+        lambda q, k, v: tg.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True),
+        ((2, 3, 19, 12), (2, 3, 19, 12), (2, 3, 19, 12)),
+        "ScaledDotProductAttention",
+    ),
+    "attention bool mask": (
+        lambda q, k, v: tg.nn.functional.scaled_dot_product_attention(q, k, v, tg.Tensor(MASK.to(DEVICE))),
+        ((1, 2, 17, 12), (1, 2, 21, 12), (1, 2, 21, 16)),
+        "ScaledDotProductAttention",
+    ),
+}
+
+
+@pytest.fixture
+def kernels_on_cpu(monkeypatch):
+    monkeypatch.setattr(kernels.settings, "on_cpu", True)
+    monkeypatch.setattr(kernels.settings, "enabled", True)
+
+
+@pytest.mark.parametrize("case", ENGINE_CASES)
+def test_fused_op_runs_its_kernel_and_equals_its_composite(case, kernels_on_cpu):
+    call, shapes, op = ENGINE_CASES[case]
+    torch.manual_seed(0)
+    inputs = [tg.Tensor((torch.randn(s) * 2).to(DEVICE)).requires_grad_() for s in shapes]
+    out = call(*inputs)
+    assert out.grad_fn.name == op and out.grad_fn.kernel, "the op did not take its kernel"
+    v = torch.randn(out.shape, device=DEVICE)
+    grads = tg.grad(out, inputs, v)
+    with use_composites():
+        ref = call(*inputs)
+    ref_grads = tg.grad(ref, inputs, v, create_graph=True)
+    torch.testing.assert_close(out.data, ref.data, rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a.data, b.data, rtol=1e-4, atol=1e-5)
+    # second order: under create_graph the engine differentiates the composite, kernel or not
+    (first,) = tg.grad(call(*inputs), inputs[:1], v, create_graph=True)
+    (second,) = tg.grad((first * first).sum(), inputs[:1])
+    (ref_second,) = tg.grad((ref_grads[0] * ref_grads[0]).sum(), inputs[:1])
+    torch.testing.assert_close(second.data, ref_second.data, rtol=1e-4, atol=1e-5)
+
+
+def test_ops_keep_their_formula_where_the_kernels_do_not_serve(kernels_on_cpu, monkeypatch):
+    x = tg.Tensor(torch.randn(4, 8, device=DEVICE)).requires_grad_()
+    assert tg.nn.functional.gelu(x).grad_fn.kernel
+    assert not tg.nn.functional.gelu(x.double()).grad_fn.kernel  # float64: the torch formula
+    weight = torch.ones(8, device=DEVICE)
+    assert not tg.nn.functional.cross_entropy(x, torch.tensor([1, 2, 3, 4], device=DEVICE), weight).grad_fn.kernel
+    q = tg.Tensor(torch.randn(1, 2, 5, 4, device=DEVICE)).requires_grad_()
+    bias = tg.Tensor(torch.randn(5, 5, device=DEVICE)).requires_grad_()  # a mask that needs its grad
+    assert not tg.nn.functional.scaled_dot_product_attention(q, q, q, bias).grad_fn.kernel
+    monkeypatch.setattr(kernels.settings, "enabled", False)  # the switch (TINYGRAPH_TRITON=0)
+    assert not tg.nn.functional.gelu(x).grad_fn.kernel
+    monkeypatch.setattr(kernels.settings, "enabled", True)
+    monkeypatch.setattr(kernels.settings, "on_cpu", False)
+    assert tg.nn.functional.gelu(x).grad_fn.kernel == (DEVICE == "cuda")  # CPU tensors: the formula

@@ -11,8 +11,14 @@ reference and as the path for every other device and dtype.
     cross_entropy   cross_entropy_forward, cross_entropy_backward
     attention       attention_forward, attention_backward (flash attention)
 
+The fused ops of tinygraph.ops run these kernels on CUDA tensors when `use(*tensors)` says
+so: switched on (`TINYGRAPH_TRITON`, default on; `=0` keeps every op on its torch formula),
+not inside a torch.compile (whose inductor writes its own kernels from the formulas), and
+`available` for these tensors. Each op checks what its kernel does not cover (dropout,
+class weights, a mask that needs a grad...) and takes its torch formula there.
+
 Importing this package does not import triton (seconds, and absent from most CPU set-ups);
-importing one of those modules does, so ask `available(*tensors)` first.
+importing one of those modules does (`module(name)`), so ask `use` or `available` first.
 
 Triton's interpreter runs the same kernels on CPU tensors (`TRITON_INTERPRET=1`), which is
 how the tests check them without a GPU. The variable must be set before triton's first
@@ -26,12 +32,41 @@ does not run, Triton's compiler, tools/compile_kernels.py runs for a GPU target,
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import os
+from types import ModuleType
 
 import torch
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class Settings:
+    """When the fused ops run their Triton kernels; change at will. `on_cpu` lets them run
+    on CPU tensors too, under TRITON_INTERPRET=1: the tests' way to drive the ops' kernel
+    path without a GPU (slow: the interpreter runs each program in Python)."""
+
+    enabled = os.environ.get("TINYGRAPH_TRITON", "1").lower() not in ("0", "false", "no", "off")
+    on_cpu = False
+
+
+settings = Settings()
+
+
+def use(*tensors: torch.Tensor | None) -> bool:
+    """Whether a fused op should run its kernel on these tensors (see the module docstring)."""
+    if not settings.enabled or torch.compiler.is_compiling():
+        return False
+    first = next((t for t in tensors if t is not None), None)
+    if first is None or (first.device.type == "cpu" and not settings.on_cpu):
+        return False
+    return available(*tensors)
+
+
+def module(name: str) -> ModuleType:
+    """The kernel module `name` (layer_norm, gelu, cross_entropy, attention), imported once."""
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def interpreted() -> bool:

@@ -8,6 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import kernels
+from ..compiled import compiled
 from ..function import Function, public, register
 from ..tensor import Tensor, unwrap
 
@@ -297,7 +299,8 @@ class Gelu(Function):
     @staticmethod
     def forward(ctx, x, approximate="none"):
         ctx.approximate = approximate
-        out = F.gelu(x, approximate=approximate)
+        ctx.kernel = kernels.use(x)
+        out = kernels.module("gelu").gelu_forward(x, approximate) if ctx.kernel else F.gelu(x, approximate=approximate)
         # the output costs no memory of its own: the next layer keeps the same tensor. (torch's
         # saves only x, so there an in-place change of the output before backward is allowed;
         # here it is an error that says so: a deliberate difference, for speed.)
@@ -307,16 +310,24 @@ class Gelu(Function):
     @staticmethod
     def backward(ctx, g):
         x, out = ctx.saved_tensors
-        if ctx.approximate == "none":  # Phi(x) + x * phi(x), with Phi(x) = gelu(x) / x: no erf
-            x_phi = (x * x).mul_(-0.5).exp_().mul_(x)
-            # gelu(x) * (1/x), not gelu(x) / x: at x so near 0 that x/2 underflows (the quotient
-            # would be wrong there), 1/x overflows instead, the product is inf or nan, and Phi is 1/2
-            phi_cdf = x.reciprocal().mul_(out).nan_to_num_(0.5, 0.5, 0.5)
-            return phi_cdf.add_(x_phi, alpha=INV_SQRT_2PI).mul_(g), None
-        t = (x * x).mul_(0.044715).add_(1).mul_(x).mul_(SQRT_2_PI).tanh_()  # tanh of the inner term
-        dinner = (x * x).mul_(3 * 0.044715 * SQRT_2_PI).add_(SQRT_2_PI)
-        slope = (1 - t * t).mul_(dinner).mul_(x).mul_(0.5)
-        return t.add_(1).mul_(0.5).add_(slope).mul_(g), None
+        if ctx.kernel:
+            return kernels.module("gelu").gelu_backward(g, x, ctx.approximate)[0], None
+        return gelu_backward(g, x, out, ctx.approximate), None
+
+
+@compiled
+def gelu_backward(g, x, out, approximate):
+    """g * gelu'(x), from x and the output gelu(x)."""
+    if approximate == "none":  # Phi(x) + x * phi(x), with Phi(x) = gelu(x) / x: no erf
+        x_phi = (x * x).mul_(-0.5).exp_().mul_(x)
+        # gelu(x) * (1/x), not gelu(x) / x: at x so near 0 that x/2 underflows (the quotient
+        # would be wrong there), 1/x overflows instead, the product is inf or nan, and Phi is 1/2
+        phi_cdf = x.reciprocal().mul_(out).nan_to_num_(0.5, 0.5, 0.5)
+        return phi_cdf.add_(x_phi, alpha=INV_SQRT_2PI).mul_(g)
+    t = (x * x).mul_(0.044715).add_(1).mul_(x).mul_(SQRT_2_PI).tanh_()  # tanh of the inner term
+    dinner = (x * x).mul_(3 * 0.044715 * SQRT_2_PI).add_(SQRT_2_PI)
+    slope = (1 - t * t).mul_(dinner).mul_(x).mul_(0.5)
+    return t.add_(1).mul_(0.5).add_(slope).mul_(g)
 
 
 def _tie_split(g, a_wins, tie):

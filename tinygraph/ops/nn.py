@@ -14,6 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import kernels
+from ..compiled import compiled
 from ..function import Function, public, register
 from ..tensor import Tensor, unwrap
 from .reduce import normalize_dims
@@ -176,25 +178,49 @@ class LayerNorm(Function):
 
     @staticmethod
     def forward(ctx, x, weight=None, bias=None, *, normalized_shape, eps=1e-5):
-        out, mean, rstd = torch.native_layer_norm(x, normalized_shape, weight, bias, eps)
         ctx.features = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+        ctx.kernel = (
+            kernels.use(x, weight, bias) and math.prod(normalized_shape) <= kernels.module("layer_norm").MAX_FEATURES
+        )
+        if ctx.kernel:  # the rows as one trailing dim, as the kernel wants them
+            rows = x.reshape(*x.shape[: x.ndim - len(normalized_shape)], -1)
+            out, mean, rstd = kernels.module("layer_norm").layer_norm_forward(rows, _flat(weight), _flat(bias), eps)
+            out = out.view(x.shape)
+        else:
+            out, mean, rstd = torch.native_layer_norm(x, normalized_shape, weight, bias, eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         return out
 
     @staticmethod
     def backward(ctx, g):
         x, weight, mean, rstd = ctx.saved_tensors
-        _, dw, db = ctx.needs_input_grad
-        features = ctx.features
-        batch = tuple(range(x.ndim - len(features)))
-        xhat = (x - mean).mul_(rstd)  # recomputed: cheaper than keeping it
-        gw = _sum_over(g * xhat, batch) if dw else None
-        gb = _sum_over(g, batch) if db else None
-        gxhat = g * weight if weight is not None else g.clone()
-        mean_g = gxhat.mean(features, keepdim=True)
-        mean_gx = (gxhat * xhat).mean(features, keepdim=True)
-        # gx = (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)) * rstd, in place
-        return gxhat.sub_(mean_g).sub_(xhat.mul_(mean_gx)).mul_(rstd), gw, gb
+        if not ctx.kernel:
+            return layer_norm_backward(g, x, weight, mean, rstd, ctx.features, ctx.needs_input_grad)
+        batch = x.shape[: x.ndim - len(ctx.features)]
+        gx, gw, gb = kernels.module("layer_norm").layer_norm_backward(
+            g.reshape(*batch, -1), x.reshape(*batch, -1), mean, rstd, _flat(weight), ctx.needs_input_grad[:3]
+        )
+        shapes = (x.shape, x.shape[len(batch) :], x.shape[len(batch) :])  # x's, weight's, bias's
+        return tuple(t.view(shape) if t is not None else None for t, shape in zip((gx, gw, gb), shapes))
+
+
+def _flat(t):
+    return t.reshape(-1) if t is not None else None
+
+
+@compiled
+def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad):
+    """(gx, gw, gb) of layer norm from the forward's mean and rstd (a None where not needed)."""
+    _, dw, db = needs_input_grad[:3]
+    batch = tuple(range(x.ndim - len(features)))
+    xhat = (x - mean).mul_(rstd)  # recomputed: cheaper than keeping it
+    gw = _sum_over(g * xhat, batch) if dw else None
+    gb = _sum_over(g, batch) if db else None
+    gxhat = g * weight if weight is not None else g.clone()
+    mean_g = gxhat.mean(features, keepdim=True)
+    mean_gx = (gxhat * xhat).mean(features, keepdim=True)
+    # gx = (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)) * rstd, in place
+    return gxhat.sub_(mean_g).sub_(xhat.mul_(mean_gx)).mul_(rstd), gw, gb
 
 
 def _sum_over(t, dims):
@@ -403,6 +429,12 @@ class CrossEntropy(Function):
 
     @staticmethod
     def forward(ctx, logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        ctx.reduction, ctx.smoothing, ctx.ignore_index = reduction, label_smoothing, ignore_index
+        ctx.kernel = weight is None and not label_smoothing and kernels.use(logits, target)
+        if ctx.kernel:  # the kernel keeps one logsumexp per row, and no softmax
+            loss, lse = kernels.module("cross_entropy").cross_entropy_forward(logits, target, ignore_index, reduction)
+            ctx.save_for_backward(logits, target, lse)
+            return loss
         valid = target != ignore_index
         target = target.masked_fill(~valid, 0)
         lse = logits.logsumexp(1)
@@ -416,7 +448,6 @@ class CrossEntropy(Function):
             )
             losses = (1 - label_smoothing) * losses + (label_smoothing / logits.shape[1]) * smooth
         losses.masked_fill_(~valid, 0)
-        ctx.reduction, ctx.smoothing = reduction, label_smoothing
         total = None
         if reduction == "mean":
             total = w_t.masked_fill(~valid, 0).sum() if w_t is not None else valid.sum()
@@ -427,6 +458,10 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.kernel:
+            logits, target, lse = ctx.saved_tensors
+            kernel = kernels.module("cross_entropy").cross_entropy_backward
+            return kernel(g, logits, target, lse, ctx.ignore_index, ctx.reduction), None, None
         logits, target, valid, lse, weight, total = ctx.saved_tensors
         e, classes = ctx.smoothing, logits.shape[1]
         w_t = weight[target].unsqueeze(1) if weight is not None else 1.0
@@ -497,6 +532,13 @@ class ScaledDotProductAttention(Function):
     def forward(ctx, q, k, v, attn_mask=None, *, dropout_p=0.0, is_causal=False, scale=None):
         ctx.scale = scale or 1 / math.sqrt(q.shape[-1])
         ctx.is_causal, ctx.dropout_p = is_causal, dropout_p
+        ctx.kernel = _attention_kernel_fits(q, k, v, attn_mask, dropout_p, ctx.needs_input_grad)
+        if ctx.kernel:  # flash attention: the output and one logsumexp per query row are kept
+            out, lse = kernels.module("attention").attention_forward(
+                q, k, v, attn_mask, is_causal=is_causal, scale=ctx.scale
+            )
+            ctx.save_for_backward(q, k, v, attn_mask, out, lse)
+            return out
         keep = None
         if dropout_p:
             p = _attention_weights(q, k, attn_mask, is_causal, ctx.scale)
@@ -510,6 +552,9 @@ class ScaledDotProductAttention(Function):
     @staticmethod
     def backward(ctx, g):
         q, k, v, attn_mask, out, keep = ctx.saved_tensors
+        if ctx.kernel:  # keep is the forward's logsumexp there
+            kernel = kernels.module("attention").attention_backward
+            return *kernel(g, q, k, v, out, keep, attn_mask, is_causal=ctx.is_causal, scale=ctx.scale), None
         p = _attention_weights(q, k, attn_mask, ctx.is_causal, ctx.scale)
         gp = g @ v.mT
         if keep is not None:
@@ -523,6 +568,21 @@ class ScaledDotProductAttention(Function):
         g_mask = gs.clone() if ctx.needs_input_grad[3] else None  # the mask is added after scaling
         gs.mul_(ctx.scale)
         return gs @ k, gs.mT @ q, gv, g_mask
+
+
+def _attention_kernel_fits(q, k, v, attn_mask, dropout_p, needs_input_grad):
+    """Whether the flash-attention kernel covers this call: no dropout, no grad for the mask,
+    q, k and v of one dtype and of one leading shape, heads of at most 256 features, and at
+    most 65535 (batch, head) pairs (the kernels' grid)."""
+    same = q.dtype == k.dtype == v.dtype and q.ndim == k.ndim == v.ndim and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+    return (
+        same
+        and not dropout_p
+        and not (len(needs_input_grad) > 3 and needs_input_grad[3])
+        and max(q.shape[-1], v.shape[-1]) <= 256
+        and math.prod(q.shape[:-2]) <= 65535
+        and kernels.use(q, k, v, attn_mask)
+    )
 
 
 @public("F.scaled_dot_product_attention")
@@ -570,15 +630,23 @@ class LSTMCell(Function):
     @staticmethod
     def backward(ctx, grad_h, grad_c):
         h, c, weight_hh, gates, tanh_c = ctx.saved_tensors
-        i, f, g, o = gates.chunk(4, 1)
-        grad_c = grad_h * o * (1 - tanh_c * tanh_c) + grad_c  # through h = o * tanh(c), plus c's own
-        grad_gates = torch.cat(
-            [
-                grad_c * g * i * (1 - i),  # sigmoid' = s (1 - s)
-                grad_c * c * f * (1 - f),
-                grad_c * i * (1 - g * g),  # tanh' = 1 - t^2
-                grad_h * tanh_c * o * (1 - o),
-            ],
-            1,
-        )
-        return grad_gates, grad_gates @ weight_hh, grad_c * f, grad_gates.mT @ h
+        grad_gates, grad_c_prev = lstm_gate_grads(grad_h, grad_c, c, gates, tanh_c)
+        return grad_gates, grad_gates @ weight_hh, grad_c_prev, grad_gates.mT @ h
+
+
+@compiled
+def lstm_gate_grads(grad_h, grad_c, c, gates, tanh_c):
+    """The grads of the gates' pre-activations and of the previous c, from the activated
+    gates: a dozen small elementwise ops per step, one kernel compiled."""
+    i, f, g, o = gates.chunk(4, 1)
+    grad_c = grad_h * o * (1 - tanh_c * tanh_c) + grad_c  # through h = o * tanh(c), plus c's own
+    grad_gates = torch.cat(
+        [
+            grad_c * g * i * (1 - i),  # sigmoid' = s (1 - s)
+            grad_c * c * f * (1 - f),
+            grad_c * i * (1 - g * g),  # tanh' = 1 - t^2
+            grad_h * tanh_c * o * (1 - o),
+        ],
+        1,
+    )
+    return grad_gates, grad_c * f

@@ -1,7 +1,8 @@
 """Optimizers with torch.optim's names, arguments and update formulas.
 
 An update is not autograd: it runs on the parameters' `.data` with torch's foreach
-kernels (one kernel per step for all tensors, not one per parameter).
+kernels (one kernel per step for all tensors, not one per parameter), and Adam and AdamW
+with torch's fused kernel where it serves (one pass over each tensor instead of a dozen).
 """
 
 from __future__ import annotations
@@ -133,17 +134,24 @@ class Adam(Optimizer):
             data = [p.data for p in params]
             grads = [p.grad.data for p in params]
             states = [self._state(p) for p in params]
+            m, v = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+            steps = [s["step"] for s in states]
+            if _one_pass(data, grads):  # torch's fused Adam: every tensor read and written once
+                torch._foreach_add_(steps, 1)
+                update = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
+                grads = [g.contiguous() for g in grads]  # it walks each grad in its parameter's layout
+                update(data, grads, m, v, [], steps, lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd, eps=eps,
+                       amsgrad=False, maximize=False)  # fmt: skip
+                continue
             if wd and self.decoupled:
                 torch._foreach_mul_(data, 1 - lr * wd)
             elif wd:
                 grads = torch._foreach_add(grads, data, alpha=wd)
-            m, v = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
             torch._foreach_lerp_(m, grads, 1 - beta1)
             torch._foreach_mul_(v, beta2)
             torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
             # Step counts are 0-dim tensors and the bias corrections tensor ops: no Python number
             # comes back from the device, so the update compiles and can be captured in a CUDA graph.
-            steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1)
             correction2 = torch._foreach_pow(beta2, steps)  # then sqrt(1 - beta2^t)
             torch._foreach_neg_(correction2)
@@ -181,6 +189,18 @@ class AdamW(Adam):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2):  # fmt: skip
         super().__init__(params, lr, betas, eps, weight_decay)
+
+
+def _one_pass(data: list[torch.Tensor], grads: list[torch.Tensor]) -> bool:
+    """Whether torch's fused Adam kernel serves: eager (a compiled step fuses the foreach
+    formula itself), CPU tensors (its CUDA kernel wants float32 step counts, and is
+    untested here), contiguous parameters, and grads of their parameter's dtype. Its update
+    is the foreach formula's, to float rounding."""
+    return (
+        not torch.compiler.is_compiling()
+        and all(t.device.type == "cpu" and t.is_contiguous() for t in data)
+        and all(p.dtype == g.dtype and p.dtype.is_floating_point for p, g in zip(data, grads))
+    )
 
 
 def _check(**values: float) -> None:
