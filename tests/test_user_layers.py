@@ -234,3 +234,16 @@ def test_the_readme_tables_are_made_from_the_classes():
     for table, command in ((L.registry.markdown_table(), "python -m transformer.layers"),
                            (settings.markdown_table(), "python -m transformer.settings")):  # fmt: skip
         assert table in readme, f"README's table is out of date: paste in the output of `{command}`"
+
+
+def test_a_layer_file_imports_the_modules_beside_it(tmp_path):
+    (tmp_path / "norms.py").write_text(
+        "from tinygraph import nn\n\nclass Scale(nn.Module):\n    def forward(self, x):\n        return x * 2\n"
+    )
+    (tmp_path / "mine.py").write_text(
+        "from norms import Scale\n\nclass Twice(Scale):\n    def __init__(self, width):\n        super().__init__()\n"
+    )
+    path_before = list(sys.path)
+    model = LanguageModel(cfg.parse(stack('type = "mine.py:Twice"'), "test.toml", base_dir=tmp_path), 12)
+    assert any(type(m).__name__ == "Twice" for m in model.modules())
+    assert sys.path == path_before  # the folder was on the path only while the file loaded

@@ -140,11 +140,14 @@ def _load_file(path: Path) -> ModuleType:
         raise UserError(f"the layer file {path} is not a Python file; name a file ending in .py.")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # as an import would: dataclasses and pickling look for it there
+    sys.path.insert(0, str(path.parent))  # as `python file.py` would: the file imports its siblings
     try:
         spec.loader.exec_module(module)
     except Exception as err:
         del sys.modules[name]
         raise UserError(f"the layer file {path} failed to load: {_where_it_failed(err, path)}; fix it.") from None
+    finally:
+        sys.path.remove(str(path.parent))
     _files[key] = module
     return module
 
