@@ -1,5 +1,14 @@
 """Small model configs for the tests, as the TOML text a user would write."""
 
+from pathlib import Path
+
+
+def run_files(folder: Path, config: str, corpus: str) -> Path:
+    """`folder` with the config as c.toml and the corpus as corpus.txt, what a run reads."""
+    (folder / "c.toml").write_text(config)
+    (folder / "corpus.txt").write_text(corpus)
+    return folder
+
 
 def tiny_config(
     *,

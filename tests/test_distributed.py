@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import torch
-from configs import tiny_config
+from configs import run_files, tiny_config
 
 from transformer import checkpoint as ckpt
 from transformer import train
@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def setup(tmp_path, dropout):
-    (tmp_path / "c.toml").write_text(tiny_config(lstm=12, dropout=dropout, max_iters=8, eval_interval=4))
-    (tmp_path / "corpus.txt").write_text("pack my box with five dozen liquor jugs. " * 50)
+    run_files(
+        tmp_path,
+        tiny_config(lstm=12, dropout=dropout, max_iters=8, eval_interval=4),
+        "pack my box with five dozen liquor jugs. " * 50,
+    )
 
 
 def train_args(tmp_path, out, *extra):

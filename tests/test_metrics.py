@@ -6,7 +6,7 @@ import math
 import sys
 
 import pytest
-from configs import tiny_config
+from configs import run_files, tiny_config
 
 from transformer import gradflow, train
 from transformer.model import LanguageModel
@@ -16,9 +16,7 @@ CONFIG = tiny_config(blocks=2, lstm=12, max_iters=6, eval_interval=3, grad_clip=
 
 @pytest.fixture
 def files(tmp_path):
-    (tmp_path / "c.toml").write_text(CONFIG)
-    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog. " * 40)
-    return tmp_path
+    return run_files(tmp_path, CONFIG, "the quick brown fox jumps over the lazy dog. " * 40)
 
 
 def run(files, *extra, out="run"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from configs import tiny_config
+from configs import run_files, tiny_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,9 +33,7 @@ CONFIG = tiny_config(dim=24, blocks=2, dropout=0.2, max_iters=16, eval_interval=
 
 @pytest.fixture
 def files(tmp_path):
-    (tmp_path / "c.toml").write_text(CONFIG)
-    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog; " * 40)
-    return tmp_path
+    return run_files(tmp_path, CONFIG, "the quick brown fox jumps over the lazy dog; " * 40)
 
 
 def args(files, out, *extra):
