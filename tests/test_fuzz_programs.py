@@ -48,17 +48,18 @@ class Mismatch(AssertionError):
 
 
 def sibling_output(t):
-    """An output of the fused LSTM cell: its h and c are siblings (one node), where torch's
-    reference computes h from c, so grad(h, c) differs (None here): not a grad() input."""
-    return t.grad_fn is not None and t.grad_fn.name == "LSTMCell"
+    """An output of the fused LSTM cell or sequence: its h and c are siblings (one node), where
+    torch's reference computes h from c, so grad(h, c) differs (None here): not a grad() input."""
+    return t.grad_fn is not None and t.grad_fn.name in ("LSTMCell", "LSTMSequence")
 
 
 # Deliberate differences, documented where they are made: tinygraph raises, torch does not.
-# Fused ops keep what their one-pass backward reads: Gelu and attention their output,
-# cross-entropy its logits (see their docstrings); changing that in place before backward is
+# Fused ops keep what their one-pass backward reads: Gelu, attention and the LSTM sequence
+# their output, cross-entropy its logits (see their docstrings); changing that in place before backward is
 # an error, where torch's, which keep other tensors, may allow it.
 DELIBERATE = [
-    f"saved by {op} for backward was modified in place" for op in ("Gelu", "ScaledDotProductAttention", "CrossEntropy")
+    f"saved by {op} for backward was modified in place"
+    for op in ("Gelu", "ScaledDotProductAttention", "CrossEntropy", "LSTMSequence")
 ]
 
 

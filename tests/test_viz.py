@@ -79,8 +79,17 @@ def test_dot_source_has_nested_clusters_and_every_edge():
     assert source.count(" -> ") == len(graph.edges)
 
 
-def test_an_lstm_unrolled_over_three_steps():
+def test_an_lstm_is_one_node_for_the_whole_sequence():
     layer = LSTM(4, 4)
+    with viz.Trace(layer) as trace:
+        out = layer(tg.randn(1, 3, 4, requires_grad=True))
+        out.backward(tg.randn(out.shape))
+    names = [n["label"].split("\n")[0].split()[-1] for n in viz.build(out, trace, "backward").nodes.values()]
+    assert names.count("LSTMSequence") == 1 and "LSTMCell" not in names
+
+
+def test_an_lstm_unrolled_over_three_steps():
+    layer = LSTM(4, 4, unroll=True)
     with viz.Trace(layer) as trace:
         out = layer(tg.randn(1, 3, 4, requires_grad=True))
         out.backward(tg.randn(out.shape))
@@ -163,7 +172,8 @@ def test_the_tool_renders_a_block_by_default(tmp_path):
 @pytest.mark.parametrize(
     "args,expect",
     [
-        (["--layer", "LSTM", "--timesteps", "3"], "LSTMCell"),
+        (["--layer", "LSTM", "--timesteps", "3"], "LSTMSequence"),
+        (["--layer", "RNN", "--timesteps", "3"], "Tanh"),
         (["--preset", "baby", "--repeat", "2", "--depth", "2"], "collapsed"),
     ],
 )

@@ -118,6 +118,9 @@ class RNN(Recurrent):
 class LSTM(Recurrent):
     gates = 4
 
+    def __init__(self, input_size, hidden, bias=True, unroll=False):
+        super().__init__(input_size, hidden, bias)
+
     def cell(self, xw, hw, state):
         i, f, g, o = (xw + hw).chunk(4, -1)
         c = f.sigmoid() * state[1] + i.sigmoid() * g.tanh()
@@ -138,7 +141,7 @@ class GRU(Recurrent):
 class TorchLSTM(nn.Module):
     """torch.nn.LSTM (for information: cuDNN/ATen's fused kernels), parameters named as ours."""
 
-    def __init__(self, input_size, hidden, bias=True):
+    def __init__(self, input_size, hidden, bias=True, unroll=False):
         super().__init__()
         self.lstm = nn.LSTM(input_size, hidden, bias=bias, batch_first=True)
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):  # ours' names, the same tensors

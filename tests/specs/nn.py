@@ -153,6 +153,27 @@ def _lstm_cell_torch(lib, F, gates_x, h, c, w):
     return lstm_cell_composite(gates_x, h, c, w)
 
 
+@st.composite
+def lstm_sequence_inputs(draw):
+    B, T, H = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    shapes = [(B, T, 4 * H), (B, H), (B, H), (4 * H, H)]
+    return tuple(Diff(draw(values(s, -1.5, 1.5))) for s in shapes), {}
+
+
+def _lstm_sequence_torch(lib, F, gates_x, h, c, w):
+    outputs = []
+    for gates_x_t in gates_x.unbind(1):
+        h, c = _lstm_cell_torch(lib, F, gates_x_t, h, c, w)
+        outputs.append(h)
+    return lib.stack(outputs, 1), c
+
+
+def _lstm_sequence(lib, F, gates_x, h, c, w):
+    from tinygraph.ops.nn import LSTMSequence
+
+    return LSTMSequence.apply(gates_x, h, c, w)
+
+
 SPECS = {
     "Linear": [Spec(linear_inputs(), lambda lib, F, x, w, b: F.linear(x, w, b))],
     "Embedding": [
@@ -193,6 +214,14 @@ SPECS = {
             lstm_cell_inputs(),
             lambda lib, F, gx, h, c, w: F.lstm_cell(gx, h, c, w)[1],
             torch_call=lambda lib, F, *a: _lstm_cell_torch(lib, F, *a)[1],
+        ),
+    ],
+    "LSTMSequence": [
+        Spec(lstm_sequence_inputs(), _lstm_sequence, torch_call=_lstm_sequence_torch),
+        Spec(  # the last c alone: the outputs' grads are zeros
+            lstm_sequence_inputs(),
+            lambda lib, F, *a: _lstm_sequence(lib, F, *a)[1],
+            torch_call=lambda lib, F, *a: _lstm_sequence_torch(lib, F, *a)[1],
         ),
     ],
     "ScaledDotProductAttention": [

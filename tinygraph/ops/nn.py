@@ -19,6 +19,7 @@ from ..compiled import compiled
 from ..function import Function, public, register
 from ..tensor import Tensor, unwrap
 from .reduce import normalize_dims
+from .shape import Stack
 
 
 @register("F.linear")
@@ -632,6 +633,65 @@ class LSTMCell(Function):
         h, c, weight_hh, gates, tanh_c = ctx.saved_tensors
         grad_gates, grad_c_prev = lstm_gate_grads(grad_h, grad_c, c, gates, tanh_c)
         return grad_gates, grad_gates @ weight_hh, grad_c_prev, grad_gates.mT @ h
+
+
+def lstm_sequence_composite(gates_x, h, c, weight_hh):
+    outputs = []
+    for gates_x_t in gates_x.unbind(1):
+        h, c = lstm_cell_composite(gates_x_t, h, c, weight_hh)
+        outputs.append(h)
+    return Stack.apply(*outputs, dim=1), c
+
+
+@register
+class LSTMSequence(Function):
+    """An LSTM over a whole sequence as one node, as torch.nn.LSTM runs it: `gates_x`
+    (B, T, 4H) is the input's share of the gates at every step, (h, c) the state before
+    the first; the outputs are h at every step (B, T, H) and the last c.
+
+    Backward walks the steps back once, keeping each step's gate grads, and then takes
+    the hidden weight's grad as ONE product over all steps (sum_t grad_gates_t^T h_(t-1)),
+    where a node per step (`lstm_cell`) computes and accumulates T products of rank B.
+    (The outputs are kept for backward, as the h each next step started from: changing them
+    in place before backward is an error, where the unrolled composite allows it.)
+    """
+
+    multi_output = True
+    composite = staticmethod(lstm_sequence_composite)
+
+    @staticmethod
+    def forward(ctx, gates_x, h, c, weight_hh):
+        B, T, H = gates_x.shape[0], gates_x.shape[1], h.shape[-1]
+        gates = gates_x.new_empty(T, B, 4 * H)  # each step's activated gates
+        cs = gates_x.new_empty(T + 1, B, H)  # c before each step, and after the last
+        tanh_c = gates_x.new_empty(T, B, H)
+        out = gates_x.new_empty(B, T, H)
+        cs[0] = c
+        h_prev = h
+        for t in range(T):
+            torch.addmm(gates_x[:, t], h_prev, weight_hh.mT, out=gates[t])
+            i, f, g, o = gates[t].chunk(4, 1)
+            i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()
+            torch.addcmul(f * cs[t], i, g, out=cs[t + 1])
+            torch.tanh(cs[t + 1], out=tanh_c[t])
+            h_prev = torch.mul(o, tanh_c[t], out=out[:, t])
+        ctx.save_for_backward(h, weight_hh, gates, cs, tanh_c, out)
+        return out, cs[T].clone()  # (a view of cs would share its version counter with what backward keeps)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_c):
+        h0, weight_hh, gates, cs, tanh_c, out = ctx.saved_tensors
+        T = gates.shape[0]
+        grad_gates = torch.empty_like(gates)
+        grad_h = torch.zeros_like(h0)  # what step t + 1 sends back to h_t
+        for t in reversed(range(T)):
+            grad_gates[t], grad_c = lstm_gate_grads(grad_out[:, t] + grad_h, grad_c, cs[t], gates[t], tanh_c[t])
+            grad_h = grad_gates[t] @ weight_hh
+        grad_w = None
+        if ctx.needs_input_grad[3]:
+            h_prev = torch.cat([h0.unsqueeze(0), out.transpose(0, 1)[:-1]])  # (T, B, H): h before each step
+            grad_w = grad_gates.flatten(0, 1).mT @ h_prev.flatten(0, 1)
+        return grad_gates.transpose(0, 1), grad_h, grad_c, grad_w
 
 
 @compiled

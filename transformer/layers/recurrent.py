@@ -11,6 +11,7 @@ import torch
 
 import tinygraph.nn.functional as F
 from tinygraph import Tensor, nn, stack
+from tinygraph.ops.nn import LSTMSequence
 
 from ..options import PositiveInt
 from .registry import layer
@@ -41,9 +42,10 @@ class Recurrent(nn.Module):
         return self.forward_cached(x, state)[0]
 
     def _input_terms(self, x: Tensor) -> Tensor:
-        # the input's contribution at every step at once: one matrix product, not T
-        xw = x @ self.weight_ih.mT
-        return xw + self.bias_ih + self.bias_hh if self.bias_ih is not None else xw
+        # the input's contribution at every step at once: one matrix product, not T (with
+        # both biases, added together first: one pass over the (B, T, gates) terms, not two)
+        bias = self.bias_ih + self.bias_hh if self.bias_ih is not None else None
+        return F.linear(x, self.weight_ih, bias)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}"
@@ -70,15 +72,33 @@ class LSTM(Recurrent):
 
     gates = 4
 
+    def __init__(
+        self,
+        input_size: int,
+        hidden: Annotated[PositiveInt, "hidden units (the output width)"],
+        bias: bool = True,
+        unroll: Annotated[
+            bool, "one LSTMCell node per step, to watch backprop through time in the graph (slower)"
+        ] = False,
+    ):
+        super().__init__(input_size, hidden, bias)
+        self.unroll = unroll
+
     def forward_cached(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         xw = self._input_terms(x)
         zeros = xw.new_zeros(x.shape[0], self.hidden_size)
         h, c = state if state is not None else (zeros, zeros)
+        if not self.unroll:  # the whole sequence as one fused node, as torch.nn.LSTM
+            out, c = LSTMSequence.apply(xw, h, c, self.weight_hh)
+            return out, (out[:, -1], c)
         outputs = []
         for xw_t in xw.unbind(1):
             h, c = F.lstm_cell(xw_t, h, c, self.weight_hh)  # one fused op per step (its composite: the gates)
             outputs.append(h)
         return stack(outputs, 1), (h, c)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", unroll=True" if self.unroll else "")
 
 
 @layer
