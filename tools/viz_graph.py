@@ -1,7 +1,8 @@
 """Draw the forward or backward graph of a transformer layer, or of a whole model.
 
     python tools/viz_graph.py                                   # one Block's backward graph
-    python tools/viz_graph.py --layer LSTM --timesteps 3        # an LSTM unrolled over 3 steps
+    python tools/viz_graph.py --layer GRU --timesteps 3         # a GRU unrolled over 3 steps
+    python tools/viz_graph.py --layer LSTM                      # an LSTM: one fused node (a config's unroll = true: one per step)
     python tools/viz_graph.py --layer my_layers.py:RMSNorm      # a layer of your own
     python tools/viz_graph.py --preset baby --repeat 2 --depth 2  # a 2-block model, modules collapsed
     python tools/viz_graph.py --config my_model.toml            # any model config, your layers too

@@ -671,7 +671,7 @@ class LSTMSequence(Function):
         for t in range(T):
             torch.addmm(gates_x[:, t], h_prev, weight_hh.mT, out=gates[t])
             i, f, g, o = gates[t].chunk(4, 1)
-            i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()
+            gates[t, :, : 2 * H].sigmoid_(), g.tanh_(), o.sigmoid_()  # i and f side by side: one call
             torch.addcmul(f * cs[t], i, g, out=cs[t + 1])
             torch.tanh(cs[t + 1], out=tanh_c[t])
             h_prev = torch.mul(o, tanh_c[t], out=out[:, t])
@@ -681,12 +681,27 @@ class LSTMSequence(Function):
     @staticmethod
     def backward(ctx, grad_out, grad_c):
         h0, weight_hh, gates, cs, tanh_c, out = ctx.saved_tensors
-        T = gates.shape[0]
+        T, B, H = tanh_c.shape
+        i, f, g, o = gates.chunk(4, 2)
+        # Each gate's grad is a factor known from the forward times grad_c (i, f, g) or grad_h
+        # (o) of its step: the factors of all steps at once first (sigmoid' = s (1 - s), tanh' =
+        # 1 - t^2), so that the walk back through the steps is six small ops a step.
         grad_gates = torch.empty_like(gates)
+        by_i, by_f, by_g, by_o = grad_gates.chunk(4, 2)
+        torch.mul(g, i, out=by_i).mul_(1 - i)
+        torch.mul(cs[:-1], f, out=by_f).mul_(1 - f)
+        torch.mul(g, g, out=by_g).neg_().add_(1).mul_(i)
+        torch.mul(tanh_c, o, out=by_o).mul_(1 - o)
+        dh_dc = (tanh_c * tanh_c).neg_().add_(1).mul_(o)  # h = o tanh(c)
         grad_h = torch.zeros_like(h0)  # what step t + 1 sends back to h_t
         for t in reversed(range(T)):
-            grad_gates[t], grad_c = lstm_gate_grads(grad_out[:, t] + grad_h, grad_c, cs[t], gates[t], tanh_c[t])
-            grad_h = grad_gates[t] @ weight_hh
+            grad_h = grad_out[:, t] + grad_h
+            grad_c = torch.addcmul(grad_c, grad_h, dh_dc[t])
+            step = grad_gates[t]
+            step[:, : 3 * H].view(B, 3, H).mul_(grad_c.unsqueeze(1))
+            step[:, 3 * H :].mul_(grad_h)
+            grad_h = step @ weight_hh
+            grad_c = grad_c * f[t]
         grad_w = None
         if ctx.needs_input_grad[3]:
             h_prev = torch.cat([h0.unsqueeze(0), out.transpose(0, 1)[:-1]])  # (T, B, H): h before each step
