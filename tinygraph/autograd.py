@@ -114,6 +114,8 @@ def _roots_and_grads(tensors: Any, grad_tensors: Any, create_graph: bool) -> tup
             g = g if isinstance(g, Tensor) else Tensor(g)
         else:
             g = g.data if isinstance(g, Tensor) else g
+        if g.dtype != root.dtype and g.is_floating_point() and root.is_floating_point():
+            g = g.to(root.dtype)  # as torch's: a grad takes its output's dtype (float64 for a float32 root: float32)
         grads.append(g)
     return roots, grads
 
@@ -353,7 +355,10 @@ def _composite_backward(node: Node, g: Any) -> list:
     node.build_graph = True
     _ = node.saved_tensors  # checks in-place changes
     args = node.args
-    wanted = [i for i, e in enumerate(node.edges) if e is not None]
+    # an input passed twice (lstm_cell(x, h, h, w)) gets its whole grad once: it is one input
+    # of the composite's graph, and the engine adds what each position sends
+    first = {id(a): i for i, a in reversed(list(enumerate(args)))}
+    wanted = [i for i, e in enumerate(node.edges) if e is not None and first[id(args[i])] == i]
     with grad_mode.enable_grad():
         out = node.fn.composite(*args, **node.kwargs)
     outs, grads_out = (list(out), list(g)) if node.fn.multi_output else ([out], [g])
