@@ -233,8 +233,9 @@ class KLDiv(Function):
         if ctx.log_target:
             p = t.exp()
             return (-g * p if dx else None), (g * p * (t - x + 1) if dt else None)
-        # t / t is 1, and nan at t = 0: torch's grad there (that of t log t, 0 * log 0 = 0)
-        return (-g * t if dx else None), (g * (t.log() + t / t - x) if dt else None)
+        # times t / t (1, and nan at t = 0: torch's grad there, that of t log t with 0 * log 0 = 0),
+        # held constant: its own derivative, 0, overflows where t * t underflows (t ~ 1e-200)
+        return (-g * t if dx else None), (g * (t.log() + 1 - x) * (t / t).detach() if dt else None)
 
 
 @public("F.poisson_nll_loss")
