@@ -82,9 +82,11 @@ SPECS = {
     "Amax": [
         reduction(lambda lib, F, x, dim, keepdim: x.amax(dim, keepdim), elements=grid, allow_none=False),
         reduction(lambda lib, F, x, dim, keepdim: lib.amin(x, dim, keepdim), elements=grid, allow_none=False),
+        Spec(dim_inputs(with_zeros), lambda lib, F, x, dim, keepdim: x.amax(dim, keepdim), finite_differences=False),
+    ],
+    "Aminmax": [
         Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: lib.aminmax(x, dim=dim, keepdim=keepdim)),
         Spec(dim_inputs(), lambda lib, F, x, dim, keepdim: x.aminmax(keepdim=keepdim).min),
-        Spec(dim_inputs(with_zeros), lambda lib, F, x, dim, keepdim: x.amax(dim, keepdim), finite_differences=False),
     ],
     "LogSumExp": [
         reduction(lambda lib, F, x, dim, keepdim: x.logsumexp(dim, keepdim), allow_none=False),

@@ -267,9 +267,37 @@ class Amax(Function):
     @staticmethod
     def backward(ctx, g):
         x, out = ctx.saved_tensors
-        winners = x == expand_reduced(out, x.shape, ctx.dims, ctx.keepdim)
-        share = expand_reduced(g, x.shape, ctx.dims, ctx.keepdim) / winners.sum(ctx.dims, keepdim=True)
-        return share * winners
+        return _to_extremes(g, x, out, ctx.dims, ctx.keepdim)
+
+
+def _to_extremes(g, x, out, dims, keepdim):
+    """The grad of an extreme (amax, amin) shared evenly by the elements tied at it."""
+    winners = x == expand_reduced(out, x.shape, dims, keepdim)
+    return expand_reduced(g, x.shape, dims, keepdim) / winners.sum(dims, keepdim=True) * winners
+
+
+@register
+class Aminmax(Function):
+    """`(amin, amax)` as one node with two outputs, as torch's (so a backward through one frees
+    both, and a second backward through the other is refused without retain_graph, as there)."""
+
+    multi_output = True
+
+    @staticmethod
+    def forward(ctx, x, dim=None, keepdim=False):
+        ctx.dims, ctx.keepdim = normalize_dims(dim, x.ndim), keepdim
+        low, high = (
+            (x.amin(ctx.dims, keepdim=keepdim), x.amax(ctx.dims, keepdim=keepdim))
+            if ctx.dims
+            else (x.clone(), x.clone())
+        )
+        ctx.save_for_backward(x, low, high)
+        return low, high
+
+    @staticmethod
+    def backward(ctx, g_min, g_max):
+        x, low, high = ctx.saved_tensors
+        return _to_extremes(g_min, x, low, ctx.dims, ctx.keepdim) + _to_extremes(g_max, x, high, ctx.dims, ctx.keepdim)
 
 
 def _pick(input, dim, keepdim, how):
@@ -309,7 +337,7 @@ def amin(input, dim=(), keepdim=False):
 @public("Tensor.aminmax tinygraph.aminmax")
 def aminmax(input, *, dim=None, keepdim=False) -> MinMax:
     """`(min, max)` over `dim` (an int) or over everything; tied extremes share the grad."""
-    return MinMax(Amax.apply(input, dim, keepdim, False), Amax.apply(input, dim, keepdim, True))
+    return MinMax(*Aminmax.apply(input, dim, keepdim))
 
 
 @public("Tensor.median tinygraph.median")
