@@ -305,6 +305,16 @@ def test_values_and_grads_at_the_edges_are_torchs(case):
     same(x.grad, xt.grad)
 
 
+def test_kl_div_second_derivative_of_a_tiny_target_is_torchs():
+    # found by the fuzzer: d/dt of the target's grad is 1/t (-1e203 here), not an overflow
+    def second(lib, t):
+        (g,) = lib.autograd.grad(lib.nn.functional.kl_div(t * 0.5, t, reduction="sum"), t, create_graph=True)
+        return lib.autograd.grad(g.sum(), t)[0]
+
+    t, tt = pair([0.0, -1e-203, 0.3])
+    same(second(tg, t), second(torch, tt))
+
+
 def test_cross_entropy_with_every_target_ignored_is_nan_with_zero_grads():
     x, xt = pair(np.ones((3, 4)))
     for kw in ({}, {"label_smoothing": 0.2}):
@@ -335,6 +345,30 @@ def test_grad_of_the_same_input_listed_twice():
 
 
 # ---- every op records itself ----------------------------------------------------------------------------
+
+
+def test_a_given_grad_takes_its_outputs_dtype():
+    # found by the fuzzer: a float64 grad given for a float32 output is cast to float32, as torch's
+    def run(lib, x):
+        y = (x * 2).float()
+        return lib.autograd.grad(y, [y, x], torch.ones(2, dtype=torch.float64))
+
+    x = torch.ones(2, dtype=torch.float64)
+    ours, theirs = run(tg, tg.Tensor(x, requires_grad=True)), run(torch, x.clone().requires_grad_())
+    assert [g.dtype for g in ours] == [g.dtype for g in theirs] == [torch.float32, torch.float64]
+
+
+def test_a_fused_op_given_one_input_twice_under_create_graph():
+    # found by the fuzzer: create_graph differentiates the composite, where the input is one
+    # tensor; its grad was counted once per position it was passed in (twice torch's)
+    from tinygraph.ops.nn import lstm_cell_composite
+
+    gates, h, w = (torch.randn(*s, dtype=torch.float64) for s in ((2, 8), (2, 2), (8, 2)))
+    ht = tg.Tensor(h, requires_grad=True)
+    (ours,) = tg.grad(F.lstm_cell(tg.Tensor(gates), ht, ht, tg.Tensor(w))[1].exp().sum(), [ht], create_graph=True)
+    hh = h.clone().requires_grad_()
+    (theirs,) = torch.autograd.grad(lstm_cell_composite(gates, hh, hh, w)[1].exp().sum(), [hh])
+    torch.testing.assert_close(ours.data, theirs)
 
 
 def test_tril_and_triu_are_recorded():

@@ -317,7 +317,9 @@ def normalize_composite(x, *, p, dims, eps):
 
 @register("F.normalize")
 class Normalize(Function):
-    """x / max(||x||_p, eps) along `dim`: unit vectors, except the shortest ones."""
+    """x / max(||x||_p, eps) along `dim`: unit vectors, except the shortest ones. (The output
+    is kept for backward: changing it in place before backward is an error, where torch's
+    composite, which keeps the norm instead, allows it.)"""
 
     autocast = "float32"
 
