@@ -174,6 +174,25 @@ def test_recurrent_layers_over_60_timesteps(ours_cls, theirs_cls):
     compare(ours, theirs, RECURRENT_MAPPING, torch.randn(B, 60, C), lambda x: theirs(x)[0])
 
 
+@pytest.mark.parametrize("unroll", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_an_lstm_trains_under_bfloat16_autocast(unroll, bias):
+    # the recurrence runs in float32 there (its input terms come in bfloat16)
+    layer = L.LSTM(C, 6, bias=bias, unroll=unroll)
+    x = tg.randn(B, 5, C, requires_grad=True)
+    with tg.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    out.sum().backward()
+    assert out.dtype == torch.float32 and x.grad is not None and layer.weight_hh.grad is not None
+
+
+@pytest.mark.parametrize("unroll", [False, True])
+def test_an_lstm_runs_the_same_unrolled_or_fused(unroll):
+    ours = L.LSTM(C, 6, unroll=unroll)
+    theirs = tnn.LSTM(C, 6, batch_first=True)
+    compare(ours, theirs, RECURRENT_MAPPING, torch.randn(B, 7, C), lambda x: theirs(x)[0])
+
+
 def test_every_built_in_layer_has_a_torch_twin_built_from_the_same_options():
     sys.path.insert(0, str(ROOT))
     from tools.torch_twin import TWINS, TwinModel, matching_parameters

@@ -118,7 +118,7 @@ class RNN(Recurrent):
 class LSTM(Recurrent):
     gates = 4
 
-    def __init__(self, input_size, hidden, bias=True, unroll=False):
+    def __init__(self, input_size, hidden, bias=True, unroll=False):  # unroll: how tinygraph records it; the same math
         super().__init__(input_size, hidden, bias)
 
     def cell(self, xw, hw, state):
@@ -141,7 +141,7 @@ class GRU(Recurrent):
 class TorchLSTM(nn.Module):
     """torch.nn.LSTM (for information: cuDNN/ATen's fused kernels), parameters named as ours."""
 
-    def __init__(self, input_size, hidden, bias=True, unroll=False):
+    def __init__(self, input_size, hidden, bias=True, unroll=False):  # unroll: tinygraph's recording only
         super().__init__()
         self.lstm = nn.LSTM(input_size, hidden, bias=bias, batch_first=True)
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):  # ours' names, the same tensors

@@ -165,7 +165,7 @@ def _lstm_sequence_torch(lib, F, gates_x, h, c, w):
     for gates_x_t in gates_x.unbind(1):
         h, c = _lstm_cell_torch(lib, F, gates_x_t, h, c, w)
         outputs.append(h)
-    return lib.stack(outputs, 1), c
+    return lib.stack(outputs, 1), h, c
 
 
 def _lstm_sequence(lib, F, gates_x, h, c, w):
@@ -218,10 +218,10 @@ SPECS = {
     ],
     "LSTMSequence": [
         Spec(lstm_sequence_inputs(), _lstm_sequence, torch_call=_lstm_sequence_torch),
-        Spec(  # the last c alone: the outputs' grads are zeros
+        Spec(  # the last c alone: the other outputs' grads are zeros
             lstm_sequence_inputs(),
-            lambda lib, F, *a: _lstm_sequence(lib, F, *a)[1],
-            torch_call=lambda lib, F, *a: _lstm_sequence_torch(lib, F, *a)[1],
+            lambda lib, F, *a: _lstm_sequence(lib, F, *a)[2],
+            torch_call=lambda lib, F, *a: _lstm_sequence_torch(lib, F, *a)[2],
         ),
     ],
     "ScaledDotProductAttention": [

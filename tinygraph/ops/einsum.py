@@ -8,6 +8,10 @@ the grad can be written as an einsum at all:
   dim, a product with ones;
 - a subscript k repeats (a diagonal, as in "ii->i"): only the diagonal gets a grad, a
   product with an identity that ties the second occurrence to the first.
+
+A deliberate difference: torch returns a view of the operand where the equation only
+reorders it ("ij->ji"), so that writing into the result writes into the operand (and is
+refused for a leaf that requires grad); tinygraph always returns a new tensor.
 """
 
 from __future__ import annotations

@@ -618,6 +618,7 @@ class LSTMCell(Function):
     grad(h, c) is None, where a composite computes h from c.)"""
 
     multi_output = True
+    autocast = "float32"  # the recurrence in float32 under mixed precision
     composite = staticmethod(lstm_cell_composite)
 
     @staticmethod
@@ -637,80 +638,6 @@ class LSTMCell(Function):
         return grad_gates, grad_gates @ weight_hh, grad_c_prev, grad_gates.mT @ h
 
 
-def lstm_sequence_composite(gates_x, h, c, weight_hh):
-    outputs = []
-    for gates_x_t in gates_x.unbind(1):
-        h, c = lstm_cell_composite(gates_x_t, h, c, weight_hh)
-        outputs.append(h)
-    return Stack.apply(*outputs, dim=1), c
-
-
-@register
-class LSTMSequence(Function):
-    """An LSTM over a whole sequence as one node, as torch.nn.LSTM runs it: `gates_x`
-    (B, T, 4H) is the input's share of the gates at every step, (h, c) the state before
-    the first; the outputs are h at every step (B, T, H) and the last c.
-
-    Backward walks the steps back once, keeping each step's gate grads, and then takes
-    the hidden weight's grad as ONE product over all steps (sum_t grad_gates_t^T h_(t-1)),
-    where a node per step (`lstm_cell`) computes and accumulates T products of rank B.
-    (The outputs are kept for backward, as the h each next step started from: changing them
-    in place before backward is an error, where the unrolled composite allows it.)
-    """
-
-    multi_output = True
-    composite = staticmethod(lstm_sequence_composite)
-
-    @staticmethod
-    def forward(ctx, gates_x, h, c, weight_hh):
-        B, T, H = gates_x.shape[0], gates_x.shape[1], h.shape[-1]
-        gates = gates_x.new_empty(T, B, 4 * H)  # each step's activated gates
-        cs = gates_x.new_empty(T + 1, B, H)  # c before each step, and after the last
-        tanh_c = gates_x.new_empty(T, B, H)
-        out = gates_x.new_empty(B, T, H)
-        cs[0] = c
-        h_prev = h
-        for t in range(T):
-            torch.addmm(gates_x[:, t], h_prev, weight_hh.mT, out=gates[t])
-            i, f, g, o = gates[t].chunk(4, 1)
-            gates[t, :, : 2 * H].sigmoid_(), g.tanh_(), o.sigmoid_()  # i and f side by side: one call
-            torch.addcmul(f * cs[t], i, g, out=cs[t + 1])
-            torch.tanh(cs[t + 1], out=tanh_c[t])
-            h_prev = torch.mul(o, tanh_c[t], out=out[:, t])
-        ctx.save_for_backward(h, weight_hh, gates, cs, tanh_c, out)
-        return out, cs[T].clone()  # (a view of cs would share its version counter with what backward keeps)
-
-    @staticmethod
-    def backward(ctx, grad_out, grad_c):
-        h0, weight_hh, gates, cs, tanh_c, out = ctx.saved_tensors
-        T, B, H = tanh_c.shape
-        i, f, g, o = gates.chunk(4, 2)
-        # Each gate's grad is a factor known from the forward times grad_c (i, f, g) or grad_h
-        # (o) of its step: the factors of all steps at once first (sigmoid' = s (1 - s), tanh' =
-        # 1 - t^2), so that the walk back through the steps is six small ops a step.
-        grad_gates = torch.empty_like(gates)
-        by_i, by_f, by_g, by_o = grad_gates.chunk(4, 2)
-        torch.mul(g, i, out=by_i).mul_(1 - i)
-        torch.mul(cs[:-1], f, out=by_f).mul_(1 - f)
-        torch.mul(g, g, out=by_g).neg_().add_(1).mul_(i)
-        torch.mul(tanh_c, o, out=by_o).mul_(1 - o)
-        dh_dc = (tanh_c * tanh_c).neg_().add_(1).mul_(o)  # h = o tanh(c)
-        grad_h = torch.zeros_like(h0)  # what step t + 1 sends back to h_t
-        for t in reversed(range(T)):
-            grad_h = grad_out[:, t] + grad_h
-            grad_c = torch.addcmul(grad_c, grad_h, dh_dc[t])
-            step = grad_gates[t]
-            step[:, : 3 * H].view(B, 3, H).mul_(grad_c.unsqueeze(1))
-            step[:, 3 * H :].mul_(grad_h)
-            grad_h = step @ weight_hh
-            grad_c = grad_c * f[t]
-        grad_w = None
-        if ctx.needs_input_grad[3]:
-            h_prev = torch.cat([h0.unsqueeze(0), out.transpose(0, 1)[:-1]])  # (T, B, H): h before each step
-            grad_w = grad_gates.flatten(0, 1).mT @ h_prev.flatten(0, 1)
-        return grad_gates.transpose(0, 1), grad_h, grad_c, grad_w
-
-
 @compiled
 def lstm_gate_grads(grad_h, grad_c, c, gates, tanh_c):
     """The grads of the gates' pre-activations and of the previous c, from the activated
@@ -727,3 +654,73 @@ def lstm_gate_grads(grad_h, grad_c, c, gates, tanh_c):
         1,
     )
     return grad_gates, grad_c * f
+
+
+def lstm_sequence_composite(gates_x, h, c, weight_hh):
+    outputs = []
+    for gates_x_t in gates_x.unbind(1):
+        h, c = lstm_cell_composite(gates_x_t, h, c, weight_hh)
+        outputs.append(h)
+    return Stack.apply(*outputs, dim=1), h, c
+
+
+@register
+class LSTMSequence(Function):
+    """An LSTM over a whole sequence as one node, as torch.nn.LSTM runs it: `gates_x`
+    (B, T, 4H) is the input's share of the gates at every step, (h, c) the state before
+    the first; the outputs are h at every step (B, T, H), and the last h and c.
+
+    Backward walks the steps back once, keeping each step's gate grads, and then takes
+    the hidden weight's grad as ONE product over all steps (sum_t grad_gates_t^T h_(t-1)),
+    where a node per step (`lstm_cell`) computes and accumulates T products of rank B.
+    (The outputs are kept for backward, as the h each next step started from: changing them
+    in place before backward is an error, where the unrolled composite allows it.)
+    """
+
+    multi_output = True
+    autocast = "float32"  # the recurrence in float32 under mixed precision, as LSTMCell
+    composite = staticmethod(lstm_sequence_composite)
+
+    @staticmethod
+    def forward(ctx, gates_x, h, c, weight_hh):
+        B, T, H = gates_x.shape[0], gates_x.shape[1], h.shape[-1]
+        gates = gates_x.new_empty(T, B, 4 * H)  # each step's activated gates
+        cs = gates_x.new_empty(T + 1, B, H)  # c before each step, and after the last
+        tanh_c = gates_x.new_empty(T, B, H)
+        out = gates_x.new_empty(B, T, H)
+        cs[0] = c
+        h0 = h
+        for t in range(T):
+            torch.addmm(gates_x[:, t], h, weight_hh.mT, out=gates[t])
+            i, f, g, o = gates[t].chunk(4, 1)
+            gates[t, :, : 2 * H].sigmoid_(), g.tanh_(), o.sigmoid_()  # i and f side by side: one call
+            torch.addcmul(f * cs[t], i, g, out=cs[t + 1])
+            torch.tanh(cs[t + 1], out=tanh_c[t])
+            h = o * tanh_c[t]
+            out[:, t] = h  # (assigned, not written with out=: compiled code takes no strided out=)
+        ctx.save_for_backward(h0, weight_hh, gates, cs, tanh_c, out)
+        return out, h, cs[T].clone()  # (a view of cs would share its version counter with what backward keeps)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h, grad_c):
+        h0, weight_hh, gates, cs, tanh_c, out = ctx.saved_tensors
+        T, B, H = tanh_c.shape
+        i, f, g, o = gates.chunk(4, 2)
+        # Each gate's grad is a factor known from the forward times grad_c (i, f, g) or grad_h
+        # (o) of its step: the factors of all steps at once first (sigmoid' = s (1 - s), tanh' =
+        # 1 - t^2), so that the walk back through the steps is six small ops a step.
+        grad_gates = torch.cat([g * i * (1 - i), cs[:-1] * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], 2)
+        dh_dc = (tanh_c * tanh_c).neg_().add_(1).mul_(o)  # h = o tanh(c)
+        for t in reversed(range(T)):
+            grad_h = grad_out[:, t] + grad_h  # its own output's, and what step t + 1 sent back
+            grad_c = torch.addcmul(grad_c, grad_h, dh_dc[t])
+            step = grad_gates[t]
+            step[:, : 3 * H].view(B, 3, H).mul_(grad_c.unsqueeze(1))
+            step[:, 3 * H :].mul_(grad_h)
+            grad_h = step @ weight_hh
+            grad_c = grad_c * f[t]
+        grad_w = None
+        if ctx.needs_input_grad[3]:
+            h_prev = torch.cat([h0.unsqueeze(0), out.transpose(0, 1)[:-1]])  # (T, B, H): h before each step
+            grad_w = grad_gates.flatten(0, 1).mT @ h_prev.flatten(0, 1)
+        return grad_gates.transpose(0, 1), grad_h, grad_c, grad_w

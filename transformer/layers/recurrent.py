@@ -1,5 +1,6 @@
 """Recurrent layers, unrolled over time with tinygraph ops (backprop through time is
-just the engine walking the unrolled graph). Weights follow torch.nn.RNN / LSTM / GRU's
+just the engine walking the unrolled graph; the LSTM runs its whole sequence as one fused
+op unless `unroll = true`). Weights follow torch.nn.RNN / LSTM / GRU's
 names, layout and uniform(+-1/sqrt(hidden)) init, so their weights load into each other."""
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ class LSTM(Recurrent):
         zeros = xw.new_zeros(x.shape[0], self.hidden_size)
         h, c = state if state is not None else (zeros, zeros)
         if not self.unroll:  # the whole sequence as one fused node, as torch.nn.LSTM
-            out, c = LSTMSequence.apply(xw, h, c, self.weight_hh)
-            return out, (out[:, -1], c)
+            out, h, c = LSTMSequence.apply(xw, h, c, self.weight_hh)
+            return out, (h, c)
         outputs = []
         for xw_t in xw.unbind(1):
             h, c = F.lstm_cell(xw_t, h, c, self.weight_hh)  # one fused op per step (its composite: the gates)
