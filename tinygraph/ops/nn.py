@@ -705,22 +705,27 @@ class LSTMSequence(Function):
     def backward(ctx, grad_out, grad_h, grad_c):
         h0, weight_hh, gates, cs, tanh_c, out = ctx.saved_tensors
         T, B, H = tanh_c.shape
-        i, f, g, o = gates.chunk(4, 2)
+        i, f, g, o = (a.transpose(0, 1) for a in gates.chunk(4, 2))  # (B, T, H), as the grads are laid out
         # Each gate's grad is a factor known from the forward times grad_c (i, f, g) or grad_h
         # (o) of its step: the factors of all steps at once first (sigmoid' = s (1 - s), tanh' =
         # 1 - t^2), so that the walk back through the steps is six small ops a step.
-        grad_gates = torch.cat([g * i * (1 - i), cs[:-1] * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], 2)
-        dh_dc = (tanh_c * tanh_c).neg_().add_(1).mul_(o)  # h = o tanh(c)
+        grad_gates = gates.new_empty(B, T, 4 * H)  # filled in place: no (B, T, 4H) temporaries
+        by_i, by_f, by_g, by_o = grad_gates.chunk(4, 2)
+        by_i.copy_(i).mul_(1 - i).mul_(g)
+        by_f.copy_(f).mul_(1 - f).mul_(cs[:-1].transpose(0, 1))
+        by_g.copy_(g).square_().neg_().add_(1).mul_(i)
+        by_o.copy_(o).mul_(1 - o).mul_(tanh_c.transpose(0, 1))
+        dh_dc = (tanh_c * tanh_c).neg_().add_(1).mul_(o.transpose(0, 1))  # h = o tanh(c), (T, B, H)
         for t in reversed(range(T)):
             grad_h = grad_out[:, t] + grad_h  # its own output's, and what step t + 1 sent back
             grad_c = torch.addcmul(grad_c, grad_h, dh_dc[t])
-            step = grad_gates[t]
+            step = grad_gates[:, t]
             step[:, : 3 * H].view(B, 3, H).mul_(grad_c.unsqueeze(1))
             step[:, 3 * H :].mul_(grad_h)
             grad_h = step @ weight_hh
-            grad_c = grad_c * f[t]
+            grad_c = grad_c * f[:, t]
         grad_w = None
         if ctx.needs_input_grad[3]:
-            h_prev = torch.cat([h0.unsqueeze(0), out.transpose(0, 1)[:-1]])  # (T, B, H): h before each step
+            h_prev = torch.cat([h0.unsqueeze(1), out[:, :-1]], 1)  # (B, T, H): h before each step
             grad_w = grad_gates.flatten(0, 1).mT @ h_prev.flatten(0, 1)
-        return grad_gates.transpose(0, 1), grad_h, grad_c, grad_w
+        return grad_gates, grad_h, grad_c, grad_w
