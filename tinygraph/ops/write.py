@@ -76,6 +76,11 @@ class IndexPut(Function):
 
     @staticmethod
     def forward(ctx, x, value, index, accumulate=False):
+        if isinstance(value, torch.Tensor) and value.dtype != x.dtype:  # torch's index_put casts nothing
+            raise RuntimeError(
+                f"Index put requires the source and destination dtypes match, got {x.dtype} for the destination "
+                f"and {value.dtype} for the source; convert the values with .to({x.dtype})."
+            )
         ctx.accumulate = accumulate
         ctx.save_for_backward(index)
         if accumulate:
