@@ -180,6 +180,7 @@ class Node:
     _hooks: tuple = ()  # (slot, hook) of register_hook on this node's outputs
     _released = False
     _saved: tuple = ()
+    _versions: tuple = ()
     _links: tuple = ()
     stack: str | None = None  # where the user's code called the op, kept in anomaly mode only
 

@@ -103,11 +103,14 @@ def _table_op(name: str, provides: str, function, grads, inputs: tuple[str, ...]
     given the values its parameters name (inputs and `out`), which are all the op saves."""
     position = {n: i for i, n in enumerate((*inputs, "out"))}
     uses = [tuple(position[n] for n in list(inspect.signature(grad).parameters)[1:]) for grad in grads]
-    kept = tuple(any(i in used for used in uses) for i in position.values())
 
     def forward(ctx, *args):
         out = function(*args)
-        ctx.save_for_backward(*(v if keep else None for v, keep in zip((*args, out), kept)))
+        # only what the wanted grads read, as torch (a % b keeps nothing, and so can run
+        # backward again, when only a needs a grad)
+        kept = {i for used, need in zip(uses, ctx.needs_input_grad) if need for i in used}
+        if kept:
+            ctx.save_for_backward(*(v if i in kept else None for i, v in enumerate((*args, out))))
         return out
 
     def backward(ctx, g):
