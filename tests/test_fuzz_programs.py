@@ -64,6 +64,11 @@ DELIBERATE = [
 ]
 
 
+# torch's own failures, where it has no answer to compare with: a derivative it lacks, and
+# a double backward that breaks inside (remainder's, with an undefined grad of its divisor)
+TORCH_FAILS = ("is not implemented", "Expected a proper Tensor but got None")
+
+
 def run_both(tg_fn, torch_fn):
     """Run the same step on both libraries: both succeed (results returned), or both raise."""
     errors, results = [], []
@@ -76,13 +81,18 @@ def run_both(tg_fn, torch_fn):
             errors.append(err)
     if errors[0] is not None and errors[1] is None and any(d in str(errors[0]) for d in DELIBERATE):
         return None
-    if errors[1] is not None and errors[0] is None and "is not implemented" in str(errors[1]):
+    if errors[1] is not None and errors[0] is None and any(m in str(errors[1]) for m in TORCH_FAILS):
         return None  # a derivative torch lacks (hardsigmoid's second one...): nothing to compare with
     if errors[1] is not None and errors[0] is None and "modified by an inplace operation" in str(errors[1]):
         # torch keeps some tensors its formula names but does not read (gather's input, for its
         # shape; div's operands under a rounding mode) and refuses a backward after they changed;
         # tinygraph keeps what its backward reads, every one version-checked (the invariants
         # assert that no node keeps a tensor outside save_for_backward), so it computes right
+        return None
+    if (errors[0] is None) != (errors[1] is None) and "a second time" in str(errors[0] or errors[1]):
+        # which nodes keep tensors differs op by op (each library keeps what its own formula
+        # names), so whether a second backward without retain_graph is refused differs too;
+        # the invariants check that every node frees what it kept
         return None
     if (errors[0] is None) != (errors[1] is None):
         raise Mismatch(f"tinygraph {'raised ' + repr(errors[0]) if errors[0] else 'ran'}, torch "
@@ -95,6 +105,11 @@ def close(ours, theirs, what):
     theirs = theirs.detach()
     if ours.shape != theirs.shape or ours.dtype != theirs.dtype:
         raise Mismatch(f"{what}: {tuple(ours.shape)} {ours.dtype} vs torch's {tuple(theirs.shape)} {theirs.dtype}")
+    if theirs.is_floating_point():
+        # where torch's own value is beyond 1e100 it is rounding, not a derivative (1/x**2 of an
+        # x of 1e-240, say: torch gave -7e193 where the exact second derivative is 0): no oracle
+        beyond = theirs.isfinite() & (theirs.abs() > 1e100)
+        ours, theirs = ours.masked_fill(beyond, 0), theirs.masked_fill(beyond, 0)
     torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-8, equal_nan=True, msg=lambda m: f"{what}: {m}")
 
 
@@ -202,6 +217,10 @@ def op_step(program, specs):
         if len(results[0]) != len(results[1]):
             raise Mismatch(f"{name}: {len(results[0])} outputs, torch's {len(results[1])}")
         for k, (ours, theirs) in enumerate(zip(*results)):
+            if name == "Einsum" and theirs._is_view():
+                # a deliberate difference (ops/einsum.py): torch's einsum may return a view of its
+                # operand ("ij->ji"), tinygraph's always a new tensor; the program goes on with a copy
+                theirs = theirs.clone()
             program.add(ours, theirs, f"{name} output {k}")
 
 
@@ -221,14 +240,23 @@ IN_PLACE = {
 
 
 def in_place_step(program):
-    """A write into a value; None when both libraries refused it."""
+    """A write into a value; None when both libraries refused it (or torch refused it by its
+    quirk below: the program ends there)."""
     kind = program.data.draw(st.sampled_from([*IN_PLACE, "setitem", "setitem_ids", "masked_fill_"]), label="write")
     program.log.append(f"in place {kind} into (the first value used below):")
     ours, theirs = program.pick()
-    if ours.grad_fn is not None and ours.grad_fn.name == "Einsum" and theirs._is_view():
-        # a deliberate difference: torch's einsum may return a view of its operand ("ij->ji"),
-        # tinygraph's always a new tensor (ops/einsum.py); torch may then refuse the write
-        return True
+    try:
+        return write(program, kind, ours, theirs)
+    except Mismatch as err:
+        # torch's quirk: a view whose base (a tensor that needed no grad) was given a grad by
+        # a write through the view is refused any further write, as "a leaf Variable that
+        # requires grad", though torch itself says it is no leaf (is_leaf False)
+        if "a leaf Variable that requires grad is being used" in str(err) and not theirs.is_leaf:
+            return None
+        raise
+
+
+def write(program, kind, ours, theirs):
     if kind in IN_PLACE:
         other = program.pick(tuple(ours.shape))
         return run_both(lambda: IN_PLACE[kind](ours, other[0]), lambda: IN_PLACE[kind](theirs, other[1]))

@@ -1,6 +1,7 @@
 """PyTorch's semantics in the compositions where each op alone is right but the engine can
 still go wrong: one named regression test per class of bug (all found by trying them)."""
 
+import math
 import threading
 
 import numpy as np
@@ -313,6 +314,21 @@ def test_kl_div_second_derivative_of_a_tiny_target_is_torchs():
 
     t, tt = pair([0.0, -1e-203, 0.3])
     same(second(tg, t), second(torch, tt))
+
+
+def test_prod_second_derivative_with_a_tiny_element_is_exact():
+    # found by the fuzzer, where torch's is wrong (its formula divides by the element): the
+    # Hessian of prod is, off its diagonal, the product of the other elements
+    x0 = torch.tensor([-0.7165, -6.1e-5, -1.6273, 2.4e-240], dtype=torch.float64)
+    w = torch.tensor([0.3, -1.2, 0.7, 0.9], dtype=torch.float64)
+    x = tg.Tensor(x0.clone(), requires_grad=True)
+    (g,) = tg.grad(x.prod(), x, create_graph=True)
+    (second,) = tg.grad((g * w).sum(), x)
+    others = [
+        [math.prod(x0[k].item() for k in range(4) if k not in (i, j)) if i != j else 0.0 for j in range(4)]
+        for i in range(4)
+    ]
+    torch.testing.assert_close(second.data, torch.tensor(others, dtype=torch.float64) @ w, rtol=1e-12, atol=0)
 
 
 def test_cross_entropy_with_every_target_ignored_is_nan_with_zero_grads():
