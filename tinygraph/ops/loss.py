@@ -337,7 +337,8 @@ def _cross_entropy_probabilities(input, target, weight, reduction, label_smoothi
     dim = 1 if input.ndim > 1 else 0
     if weight is not None:
         target = target * weight.reshape(classes, *([1] * (input.ndim - 2))) if input.ndim > 1 else target * weight
-    losses = -(input.log_softmax(dim) * target).sum(dim)
+    terms = input.log_softmax(dim) * target
+    # negated after summing, as torch's (a loss of exactly 0 is then -0.0 there too)
     if reduction == "mean":
-        return losses.sum() / (input.numel() / classes)
-    return losses.sum() if reduction == "sum" else losses
+        return -terms.sum() / (input.numel() / classes)
+    return -terms.sum() if reduction == "sum" else -terms.sum(dim)
