@@ -331,6 +331,18 @@ def test_prod_second_derivative_with_a_tiny_element_is_exact():
     torch.testing.assert_close(second.data, torch.tensor(others, dtype=torch.float64) @ w, rtol=1e-12, atol=0)
 
 
+def test_atan2_grads_where_the_squares_underflow_are_torchs():
+    # found by the fuzzer: 0 / 0 made nan where torch's grad is 0 (the origin, x = 5e-324)
+    def grads(lib, y, x):
+        return lib.autograd.grad(lib.atan2(y, x).sum(), (y, x))
+
+    ys, xs = [0.0, 1e-200, 0.0, 3.0], [0.0, 0.0, 5e-324, 4.0]
+    y, yt = pair(ys)
+    x, xt = pair(xs)
+    for ours, theirs in zip(grads(tg, y, x), grads(torch, yt, xt)):
+        same(ours, theirs)
+
+
 def test_cross_entropy_with_every_target_ignored_is_nan_with_zero_grads():
     x, xt = pair(np.ones((3, 4)))
     for kw in ({}, {"label_smoothing": 0.2}):

@@ -64,13 +64,20 @@ UNARY = {
     "Sgn": ("sgn", zero),  # sign, for real tensors
 }
 
+def _inverse_square_norm(a, b):
+    """1 / (a^2 + b^2), taken as 0 where a^2 + b^2 is 0 (at the origin, or where the squares
+    underflow: a = 0, b = 5e-324), as torch's (the formula's 0 / 0 would be nan there)."""
+    norm = a * a + b * b
+    return zero_where(norm.reciprocal(), norm == 0)
+
+
 # op: (its public names, the torch function, the grad of a, the grad of b)
 BINARY = {
     "Atan2": (
         names("atan2", "arctan2"),
         torch.atan2,
-        lambda g, a, b: g * b / (a * a + b * b),
-        lambda g, a, b: -g * a / (a * a + b * b),
+        lambda g, a, b: g * b * _inverse_square_norm(a, b),
+        lambda g, a, b: -g * a * _inverse_square_norm(a, b),
     ),
     "Hypot": (names("hypot"), torch.hypot, lambda g, a, out: g * a / out, lambda g, b, out: g * b / out),
     "Logaddexp": (
