@@ -603,6 +603,19 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     )
 
 
+def _one_dtype(gates_x, h, c, weight_hh):
+    """The LSTM's inputs in one dtype, as its composite would have them: h @ weight_hh needs
+    the two in one dtype (a sentence otherwise), and the rest promote (the engine casts each
+    input's grad back to its dtype)."""
+    if h.dtype != weight_hh.dtype:
+        raise RuntimeError(
+            f"expected h and weight_hh to have the same dtype, but got {h.dtype} and {weight_hh.dtype}; "
+            "convert one with .to(dtype)."
+        )
+    dtype = torch.promote_types(torch.promote_types(gates_x.dtype, h.dtype), c.dtype)
+    return gates_x.to(dtype), h.to(dtype), c.to(dtype), weight_hh.to(dtype)
+
+
 def lstm_cell_composite(gates_x, h, c, weight_hh):
     i, f, g, o = (gates_x + h @ weight_hh.mT).chunk(4, -1)
     c = f.sigmoid() * c + i.sigmoid() * g.tanh()
@@ -623,6 +636,7 @@ class LSTMCell(Function):
 
     @staticmethod
     def forward(ctx, gates_x, h, c, weight_hh):
+        gates_x, h, c, weight_hh = _one_dtype(gates_x, h, c, weight_hh)
         gates = torch.addmm(gates_x, h, weight_hh.mT)
         i, f, g, o = gates.chunk(4, 1)
         i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()  # in place: gates now holds the activations
@@ -683,6 +697,7 @@ class LSTMSequence(Function):
 
     @staticmethod
     def forward(ctx, gates_x, h, c, weight_hh):
+        gates_x, h, c, weight_hh = _one_dtype(gates_x, h, c, weight_hh)
         B, T, H = gates_x.shape[0], gates_x.shape[1], h.shape[-1]
         gates = gates_x.new_empty(T, B, 4 * H)  # each step's activated gates
         cs = gates_x.new_empty(T + 1, B, H)  # c before each step, and after the last

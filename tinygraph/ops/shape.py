@@ -578,6 +578,8 @@ def meshgrid(*tensors, indexing="ij"):
     for t in tensors:
         if t.ndim > 1:
             raise RuntimeError(f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got: {t.ndim}D")
+    if len({t.dtype for t in tensors}) > 1:
+        raise RuntimeError("meshgrid expects all tensors to have the same dtype; convert them with .to(dtype) first.")
     axis = list(range(len(tensors)))
     if indexing == "xy" and len(tensors) > 1:
         axis[0], axis[1] = 1, 0
