@@ -343,6 +343,14 @@ def test_atan2_grads_where_the_squares_underflow_are_torchs():
         same(ours, theirs)
 
 
+@pytest.mark.parametrize("pick", ["median", "nanmedian", "max", "min", "amax"])
+def test_a_nan_grad_through_a_picked_element_is_torchs(pick):
+    # found by the fuzzer: median's other elements got nan * 0 = nan where torch's get 0
+    x, xt = pair([-1.2, -1.7, 1.5])
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    same(tg.grad(getattr(x, pick)(), x, nan)[0], torch.autograd.grad(getattr(xt, pick)(), xt, nan)[0])
+
+
 def test_cross_entropy_with_every_target_ignored_is_nan_with_zero_grads():
     x, xt = pair(np.ones((3, 4)))
     for kw in ({}, {"label_smoothing": 0.2}):

@@ -246,7 +246,8 @@ class PickFromAll(Function):
     def backward(ctx, g):
         x, out = ctx.saved_tensors
         chosen = (x == out) | (x.isnan() & out.isnan())
-        return chosen * (g / chosen.sum())
+        # the others get an exact 0, even from a nan grad (as torch's; amax's multiplies instead)
+        return (g / chosen.sum()).expand(x.shape).masked_fill(~chosen, 0)
 
 
 @register
