@@ -64,6 +64,7 @@ UNARY = {
     "Sgn": ("sgn", zero),  # sign, for real tensors
 }
 
+
 def _inverse_square_norm(a, b):
     """1 / (a^2 + b^2), taken as 0 where a^2 + b^2 is 0 (at the origin, or where the squares
     underflow: a = 0, b = 5e-324), as torch's (the formula's 0 / 0 would be nan there)."""
