@@ -351,6 +351,15 @@ def test_a_nan_grad_through_a_picked_element_is_torchs(pick):
     same(tg.grad(getattr(x, pick)(), x, nan)[0], torch.autograd.grad(getattr(xt, pick)(), xt, nan)[0])
 
 
+def test_an_exact_zero_cross_entropy_has_torchs_sign():
+    # found by the fuzzer: -log p at p = 1 is -0.0 in torch (1 / loss = -inf), and was +0.0 here
+    x, xt = pair([[0.3], [0.7]])
+    target = torch.tensor([0, 0])
+    for kw in ({}, {"weight": torch.tensor([1.1], dtype=torch.float64)}):
+        ours = F.cross_entropy(x, tg.Tensor(target), reduction="none", **{k: tg.Tensor(v) for k, v in kw.items()})
+        same(1 / ours, 1 / torch.nn.functional.cross_entropy(xt, target, reduction="none", **kw))
+
+
 def test_cross_entropy_with_every_target_ignored_is_nan_with_zero_grads():
     x, xt = pair(np.ones((3, 4)))
     for kw in ({}, {"label_smoothing": 0.2}):

@@ -442,7 +442,7 @@ class CrossEntropy(Function):
         target = target.masked_fill(~valid, 0)
         lse = logits.logsumexp(1)
         w_t = weight[target] if weight is not None else None
-        losses = lse - logits.gather(1, target.unsqueeze(1)).squeeze(1)
+        losses = (logits.gather(1, target.unsqueeze(1)).squeeze(1) - lse).neg_()  # -log p, as torch (-0.0 at p = 1)
         if w_t is not None:
             losses = losses * w_t
         if label_smoothing:
