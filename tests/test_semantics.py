@@ -355,8 +355,9 @@ def test_an_exact_zero_cross_entropy_has_torchs_sign():
     # found by the fuzzer: -log p at p = 1 is -0.0 in torch (1 / loss = -inf), and was +0.0 here
     x, xt = pair([[0.3], [0.7]])
     target = torch.tensor([0, 0])
-    for kw in ({}, {"weight": torch.tensor([1.1], dtype=torch.float64)}):
-        ours = F.cross_entropy(x, tg.Tensor(target), reduction="none", **{k: tg.Tensor(v) for k, v in kw.items()})
+    for kw in ({}, {"weight": torch.tensor([1.1], dtype=torch.float64)}, {"label_smoothing": 0.1}):
+        ours_kw = {k: tg.Tensor(v) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        ours = F.cross_entropy(x, tg.Tensor(target), reduction="none", **ours_kw)
         same(1 / ours, 1 / torch.nn.functional.cross_entropy(xt, target, reduction="none", **kw))
 
 

@@ -446,9 +446,9 @@ class CrossEntropy(Function):
         if w_t is not None:
             losses = losses * w_t
         if label_smoothing:
-            smooth = (
-                lse * weight.sum() - logits @ weight if weight is not None else lse * logits.shape[1] - logits.sum(1)
-            )
+            smooth = (  # -sum_c w_c log p_c, negated last as torch's (the sign of an exact 0)
+                logits @ weight - lse * weight.sum() if weight is not None else logits.sum(1) - lse * logits.shape[1]
+            ).neg_()
             losses = (1 - label_smoothing) * losses + (label_smoothing / logits.shape[1]) * smooth
         losses.masked_fill_(~valid, 0)
         total = None
