@@ -29,6 +29,18 @@ def _to_torch(data: Any, dtype: torch.dtype | None = None, device: Any = None) -
     return torch.tensor(data, dtype=dtype, device=device)
 
 
+def require_one_dtype(op: str, **tensors: Any) -> None:
+    """Refuse, as torch's op does (it does not promote), tensors of different dtypes; None
+    and plain numbers are left out."""
+    named = {name: t for name, t in tensors.items() if isinstance(t, (Tensor, torch.Tensor))}
+    if len({t.dtype for t in named.values()}) > 1:
+        got = ", ".join(f"{name} {t.dtype}" for name, t in named.items())
+        raise RuntimeError(
+            f"{op} needs its tensors in one dtype (it does not promote, as torch's does not), but got {got}; "
+            "convert them with .to(dtype) first."
+        )
+
+
 def unwrap(value: Any) -> Any:
     """Tensors (also inside tuples and lists) as their torch data; anything else as it is."""
     if isinstance(value, Tensor):

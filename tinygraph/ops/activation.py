@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..function import Function, public, register
 from ..inplace import in_place
+from ..tensor import require_one_dtype
 from .nn import _softmax_dim
 
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -316,10 +317,7 @@ class Prelu(Function):
                 "Mismatch of parameter numbers and input channel size. Found parameter numbers = "
                 f"{weight.numel()} and channel size = {channels}."
             )
-        if weight.dtype != input.dtype:  # torch's prelu does not promote either
-            raise RuntimeError(
-                f"prelu: the weight is {weight.dtype} and the input {input.dtype}; convert one with .to(dtype)."
-            )
+        require_one_dtype("prelu", input=input, weight=weight)
         # the slopes in a shape that broadcasts over the input: the engine sums their grad back
         slope = weight.reshape(()) if weight.numel() == 1 else weight.reshape(-1, *[1] * (input.ndim - 2))
         return Prelu.apply(input, slope)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..function import Function, public, register
+from ..tensor import require_one_dtype
 from .resample import Pad, per_dim
 
 
@@ -60,11 +61,7 @@ def _crop(t, sizes):
 
 def _forward(ctx, x, weight, bias, stride, padding, dilation, groups, transposed, output_padding):
     """Either op's forward: torch's convolution kernel, keeping x for the weight's grad and the weight for x's."""
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None and t.dtype != x.dtype:  # torch's conv functions refuse it too (torch.convolution casts)
-            raise RuntimeError(
-                f"Input type ({x.dtype}) and {name} type ({t.dtype}) should be the same; convert one with .to(dtype)."
-            )
+    require_one_dtype("convolution", input=x, weight=weight, bias=bias)  # (torch.convolution itself casts)
     dx, dw, _ = ctx.needs_input_grad
     ctx.options = stride, padding, dilation, groups
     ctx.input_size, ctx.kernel = x.shape[2:], weight.shape[2:]

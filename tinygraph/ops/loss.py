@@ -15,7 +15,7 @@ import warnings
 import torch.nn.functional as F
 
 from ..function import Function, public, register
-from ..tensor import unwrap
+from ..tensor import require_one_dtype, unwrap
 from .activation import LogSigmoid
 from .nn import CrossEntropy
 
@@ -283,7 +283,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     classes, weighted by class `weight`; 'mean' divides by the weights of the targets counted."""
     reduction = reduction_of(size_average, reduce, reduction)
     target, weight = unwrap(target), unwrap(weight)
-    _check_weight_dtype(input, weight)
+    require_one_dtype("nll_loss", input=input, weight=weight)
     if input.ndim > 2:
         rows, flat = class_rows(input, target)
         out = nll_loss(rows, flat, weight, ignore_index=ignore_index, reduction=reduction)
@@ -299,14 +299,6 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     if reduction == "none":
         return losses
     return losses.sum() / w_t.sum() if reduction == "mean" else losses.sum()
-
-
-def _check_weight_dtype(input, weight):
-    if weight is not None and weight.dtype != input.dtype:  # torch's losses do not promote a class weight
-        raise RuntimeError(
-            f"expected scalar type {input.dtype} but found {weight.dtype} for the class weight; "
-            "convert it with .to(dtype) first."
-        )
 
 
 @public("F.cross_entropy")
@@ -328,7 +320,7 @@ def cross_entropy(
     target, weight = unwrap(target), unwrap(weight)
     if target.is_floating_point():  # (with class probabilities torch promotes the weight)
         return _cross_entropy_probabilities(input, target, weight, reduction, label_smoothing)
-    _check_weight_dtype(input, weight)
+    require_one_dtype("cross_entropy", input=input, weight=weight)
     options = {"ignore_index": ignore_index, "reduction": reduction, "label_smoothing": label_smoothing}
     if input.ndim == 1:  # one unbatched example
         out = cross_entropy(input.unsqueeze(0), target.reshape(1), weight, **options)

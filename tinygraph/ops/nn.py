@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .. import kernels
 from ..compiled import compiled
 from ..function import Function, public, register
-from ..tensor import Tensor, unwrap
+from ..tensor import Tensor, require_one_dtype, unwrap
 from .reduce import normalize_dims
 from .shape import Stack
 
@@ -607,11 +607,7 @@ def _one_dtype(gates_x, h, c, weight_hh):
     """The LSTM's inputs in one dtype, as its composite would have them: h @ weight_hh needs
     the two in one dtype (a sentence otherwise), and the rest promote (the engine casts each
     input's grad back to its dtype)."""
-    if h.dtype != weight_hh.dtype:
-        raise RuntimeError(
-            f"expected h and weight_hh to have the same dtype, but got {h.dtype} and {weight_hh.dtype}; "
-            "convert one with .to(dtype)."
-        )
+    require_one_dtype("lstm's h @ weight_hh", h=h, weight_hh=weight_hh)
     dtype = torch.promote_types(torch.promote_types(gates_x.dtype, h.dtype), c.dtype)
     return gates_x.to(dtype), h.to(dtype), c.to(dtype), weight_hh.to(dtype)
 

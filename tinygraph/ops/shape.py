@@ -8,7 +8,7 @@ import torch
 
 from ..function import Function, public, register
 from ..indexing import is_advanced, normalize_index
-from ..tensor import Tensor, unwrap
+from ..tensor import Tensor, require_one_dtype, unwrap
 from .reduce import normalize_dims
 
 
@@ -578,8 +578,7 @@ def meshgrid(*tensors, indexing="ij"):
     for t in tensors:
         if t.ndim > 1:
             raise RuntimeError(f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got: {t.ndim}D")
-    if len({t.dtype for t in tensors}) > 1:
-        raise RuntimeError("meshgrid expects all tensors to have the same dtype; convert them with .to(dtype) first.")
+    require_one_dtype("meshgrid", **{f"tensors[{i}]": t for i, t in enumerate(tensors)})
     axis = list(range(len(tensors)))
     if indexing == "xy" and len(tensors) > 1:
         axis[0], axis[1] = 1, 0

@@ -11,7 +11,7 @@ from .. import grad_mode
 from ..function import Function, public, register
 from ..indexing import is_advanced, normalize_index
 from ..inplace import bring_up_to_date, check_writable, commit, is_tracked, rebase, refresh, region_index
-from ..tensor import Tensor, unwrap
+from ..tensor import Tensor, require_one_dtype, unwrap
 from .shape import add_at
 
 
@@ -76,11 +76,7 @@ class IndexPut(Function):
 
     @staticmethod
     def forward(ctx, x, value, index, accumulate=False):
-        if isinstance(value, torch.Tensor) and value.dtype != x.dtype:  # torch's index_put casts nothing
-            raise RuntimeError(
-                f"Index put requires the source and destination dtypes match, got {x.dtype} for the destination "
-                f"and {value.dtype} for the source; convert the values with .to({x.dtype})."
-            )
+        require_one_dtype("index_put", destination=x, values=value)
         ctx.accumulate = accumulate
         ctx.save_for_backward(index)
         if accumulate:
