@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from .. import kernels
 from ..compiled import compiled
 from ..function import Function, public, register
+from ..native import gelu as native_gelu
+from ..native import preferred
 from ..tensor import Tensor, unwrap
 
 SQRT1_2 = 1 / math.sqrt(2)
@@ -316,6 +318,7 @@ class Gelu(Function):
         return gelu_backward(g, x, out, ctx.approximate), None
 
 
+@preferred(native_gelu.gelu_backward)
 @compiled
 def gelu_backward(g, x, out, approximate):
     """g * gelu'(x), from x and the output gelu(x)."""

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from .. import kernels
 from ..compiled import compiled
 from ..function import Function, public, register
+from ..native import layer_norm as native_layer_norm
+from ..native import preferred
 from ..tensor import Tensor, require_one_dtype, unwrap
 from .reduce import normalize_dims
 from .shape import Stack
@@ -209,6 +211,7 @@ def _flat(t):
     return t.reshape(-1) if t is not None else None
 
 
+@preferred(native_layer_norm.layer_norm_backward)
 @compiled
 def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad):
     """(gx, gw, gb) of layer norm from the forward's mean and rstd (a None where not needed)."""
@@ -558,6 +561,9 @@ class ScaledDotProductAttention(Function):
         if ctx.kernel:  # keep is the forward's logsumexp there
             kernel = kernels.module("attention").attention_backward
             return *kernel(g, q, k, v, out, keep, attn_mask, is_causal=ctx.is_causal, scale=ctx.scale), None
+        # heads are usually strided views (of a QKV projection, of the output's grad): copied
+        # once here, where each of the five products below would copy its operands again
+        q, k, v, g = (t.contiguous() for t in (q, k, v, g))
         p = _attention_weights(q, k, attn_mask, ctx.is_causal, ctx.scale)
         gp = g @ v.mT
         if keep is not None:

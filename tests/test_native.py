@@ -1,0 +1,143 @@
+"""Rule 3 for the C kernels (`tinygraph.native`): each kernel equals the torch formula it
+replaces, on ordinary and on edge values, in one thread and in several; the fused ops
+that run them equal their composites; and where a kernel does not cover a call, or
+cannot be built, the formula runs."""
+
+import warnings
+
+import pytest
+import torch
+
+import tinygraph as tg
+import tinygraph.native as native
+import tinygraph.nn.functional as F
+from tinygraph.native import gelu as native_gelu
+from tinygraph.native import layer_norm as native_layer_norm
+from tinygraph.ops import elementwise as E
+from tinygraph.ops import nn as N
+from tinygraph.testing import use_composites
+
+EDGES = [0.0, 1e-30, -1e-30, 1e-40, -1e-40, 1e-8, 30.0, -30.0, 10.0, -10.0, 88.0, -88.0, float("inf"), float("-inf"), float("nan")]  # fmt: skip
+
+
+@pytest.fixture(params=[1, 3], ids=["1 thread", "3 threads"])
+def threads(request, monkeypatch):
+    """Run each kernel in one thread and in three, splitting even the smallest tensors."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    monkeypatch.setattr(native.settings, "elements_per_thread", 1)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 1000), (2, 64, 33)])
+def test_gelu_kernel_equals_the_formula(approximate, shape, threads):
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 4
+    x.view(-1)[: len(EDGES)] = torch.tensor(EDGES[: x.numel()])
+    g = torch.randn(shape)
+    out = torch.nn.functional.gelu(x, approximate=approximate)
+    ours = native_gelu.gelu_backward(g, x, out, approximate)
+    torch.testing.assert_close(ours, E.gelu_backward.formula(g, x, out, approximate), rtol=1e-5, atol=2e-6, equal_nan=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("weighted", [True, False], ids=["weight", "no weight"])
+@pytest.mark.parametrize("shape, features", [((1, 1), 1), ((5, 7), 1), ((300, 128), 1), ((4, 3, 50), 2)])
+def test_layer_norm_kernel_equals_the_formula(shape, features, weighted, threads):
+    torch.manual_seed(0)
+    normalized = shape[len(shape) - features :]
+    x, g = torch.randn(shape) * 3 + 1, torch.randn(shape)
+    weight = torch.randn(normalized) if weighted else None
+    _, mean, rstd = torch.native_layer_norm(x, normalized, weight, None, 1e-5)
+    dims = tuple(range(len(shape) - features, len(shape)))
+    for needs in [(True, True, True), (True, False, True), (True, True, False)]:
+        ours = native_layer_norm.layer_norm_backward(g, x, weight, mean, rstd, dims, needs)
+        formula = N.layer_norm_backward.formula(g, x, weight, mean, rstd, dims, needs)
+        for a, b in zip(ours, formula):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+OPS = {
+    "gelu": (lambda x: F.gelu(x), ((4, 9, 40),)),
+    "gelu tanh": (lambda x: F.gelu(x, approximate="tanh"), ((4, 9, 40),)),
+    "layer_norm": (lambda x, w, b: F.layer_norm(x, (40,), w, b), ((4, 9, 40), (40,), (40,))),
+    "layer_norm, 2 dims, no weight": (lambda x: F.layer_norm(x, (9, 40)), ((4, 9, 40),)),
+}
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_the_ops_on_their_kernels_equal_the_formulas_and_the_composites(op, monkeypatch):
+    call, shapes = OPS[op]
+    torch.manual_seed(0)
+    inputs = [tg.randn(*s, requires_grad=True) for s in shapes]
+    v = tg.randn(*call(*inputs).shape)
+    used = _spy(monkeypatch)
+    kernels = tg.grad(call(*inputs), inputs, v)
+    assert used == [True], "the op did not run its C kernel"
+    monkeypatch.setattr(native.settings, "enabled", False)
+    formulas = tg.grad(call(*inputs), inputs, v)
+    with use_composites():
+        composites = tg.grad(call(*inputs), inputs, v)
+    for a, b, c in zip(kernels, formulas, composites):
+        torch.testing.assert_close(a.data, b.data, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a.data, c.data, rtol=1e-4, atol=1e-5)
+
+
+def _spy(monkeypatch):
+    """A list to which each kernel run appends whether it covered its call."""
+    used = []
+    for formula in (E.gelu_backward, N.layer_norm_backward):
+
+        def recording(*args, kernel=formula.native):
+            out = kernel(*args)
+            used.append(out is not NotImplemented)
+            return out
+
+        monkeypatch.setattr(formula, "native", recording)
+    return used
+
+
+def test_kernels_cover_only_float32_cpu_tensors_outside_compilation(monkeypatch):
+    x = torch.randn(4, 8)
+    assert native.covers(x, None, x)
+    assert not native.covers(x, x.double())
+    assert not native.covers(x.to("meta"))
+    assert native_gelu.gelu_backward(x.double(), x.double(), x.double(), "none") is NotImplemented
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not native.covers(x)
+    monkeypatch.undo()
+    monkeypatch.setattr(native.settings, "enabled", False)  # TINYGRAPH_NATIVE=0
+    assert not native.covers(x)
+
+
+@pytest.fixture
+def fresh_library(monkeypatch, tmp_path):
+    """A library built anew into an empty cache folder, and the process's own again after."""
+    monkeypatch.setenv("TINYGRAPH_CACHE", str(tmp_path))
+    native.library.cache_clear()
+    yield tmp_path
+    monkeypatch.undo()
+    native.library.cache_clear()
+
+
+def test_without_a_compiler_the_formulas_run_and_one_warning_says_so(fresh_library, monkeypatch):
+    monkeypatch.setenv("CC", str(fresh_library / "no-such-compiler"))
+    g, x = torch.randn(50), torch.randn(50)
+    out = torch.nn.functional.gelu(x)
+    with pytest.warns(UserWarning, match="could not build its C kernels .*Install a C compiler.*TINYGRAPH_NATIVE=0"):
+        assert torch.equal(E.gelu_backward(g, x, out, "none"), E.gelu_backward.formula(g, x, out, "none"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second attempt, no second warning
+        E.gelu_backward(g, x, out, "none")
+
+
+def test_the_library_is_built_once_per_machine_and_then_loaded(fresh_library, monkeypatch):
+    assert native.library() is not None
+    (built,) = fresh_library.glob("native-*.so")
+    stamp = built.stat().st_mtime_ns
+    native.library.cache_clear()
+    assert native.library() is not None
+    assert list(fresh_library.glob("*")) == [built] and built.stat().st_mtime_ns == stamp

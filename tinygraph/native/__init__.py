@@ -1,0 +1,149 @@
+"""Hand-written C kernels for the fused ops' backward formulas, on CPU float32 tensors.
+
+Run eagerly, a fused op's backward formula (GELU's, layer norm's) is a chain of torch
+calls, each a pass over memory, most of them allocating. Here the same formula is one C
+loop over the data (the math is at the top of each .c file, next to the loop), built with
+the machine's C compiler and called through ctypes: no torch headers, no compiler in the
+process, nothing resident beyond a small shared library.
+
+    gelu.c / gelu.py               the backward of GELU, exact and tanh
+    layer_norm.c / layer_norm.py   the backward of layer norm (gx, gw, gb)
+
+A formula takes its kernel with `@preferred(kernel)`: the kernel, a Python function of the
+formula's own arguments, runs where it covers the call and returns NotImplemented where it
+does not (another device or dtype, inside a torch.compile, switched off, no compiler), and
+the formula runs instead. The formula stays the reference: the tests check each kernel
+against it, and the op against its composite, both ways.
+
+Building: the first covered call compiles every .c file here into one shared library with
+`$CC` (else `cc`) in about a third of a second, into `$TINYGRAPH_CACHE` (else
+~/.cache/tinygraph), named by a hash of the sources, the flags, the compiler and this CPU,
+so that later processes load it at once. Where that fails (no compiler, say) a warning
+says so once and the formulas run. `TINYGRAPH_NATIVE=0` switches the kernels off.
+
+Threads: torch's count (`torch.get_num_threads()`), fewer for small tensors. The kernels
+use OpenMP, and the runtime they bind to is the one torch has loaded (the same soname), so
+the process keeps one thread pool.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SOURCES = Path(__file__).resolve().parent
+# vector code for this CPU; math that keeps inf and nan (no -ffast-math) but need not set errno or trap
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC"]
+
+
+class Settings:
+    """When the C kernels run (see the module docstring); change at will."""
+
+    enabled = os.environ.get("TINYGRAPH_NATIVE", "1").lower() not in ("0", "false", "no", "off")
+    elements_per_thread = 16384  # below this many elements a thread costs more than it saves
+
+
+settings = Settings()
+
+
+def preferred(kernel: Callable) -> Callable:
+    """Decorator: run `kernel` in place of the decorated formula wherever it covers the call
+    (it returns NotImplemented where it does not). The formula stays reachable as `.formula`,
+    the kernel as `.native`."""
+
+    def wrap(formula: Callable) -> Callable:
+        @functools.wraps(formula)
+        def run(*args: Any) -> Any:
+            out = run.native(*args)
+            return formula(*args) if out is NotImplemented else out
+
+        run.native = kernel
+        return run
+
+    return wrap
+
+
+def covers(*tensors: torch.Tensor | None) -> bool:
+    """Whether the kernels may run on these tensors: switched on, not inside a torch.compile
+    (its tracer cannot follow a ctypes call), and every tensor (`None`s skipped) a float32 one
+    on the CPU. Whether the library could be built is `function`'s to say."""
+    return (
+        settings.enabled
+        and not torch.compiler.is_compiling()
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors if t is not None)
+    )
+
+
+def threads(elements: int) -> int:
+    """How many threads a kernel over `elements` elements uses: torch's count, or fewer."""
+    return max(1, min(torch.get_num_threads(), elements // settings.elements_per_thread))
+
+
+def pointer(t: torch.Tensor | None) -> ctypes.c_void_p | None:
+    """The address of a contiguous tensor's data, NULL for None."""
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+def function(name: str, *argtypes: Any, restype: Any = None) -> Callable | None:
+    """The C function `name` of the library, typed; None if the library could not be built."""
+    lib = library()
+    if lib is None:
+        return None
+    fn = getattr(lib, name)
+    fn.argtypes, fn.restype = list(argtypes), restype
+    return fn
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The kernels' shared library, built if this machine has none yet; None if that failed."""
+    try:
+        return ctypes.CDLL(str(_built()))
+    except (OSError, subprocess.SubprocessError) as err:
+        detail = err.stderr.strip().splitlines()[-1] if getattr(err, "stderr", None) else str(err)
+        warnings.warn(
+            f"tinygraph could not build its C kernels ({detail}); the fused ops run their torch formulas "
+            "on the CPU instead (slower, same results). Install a C compiler with OpenMP (gcc), or set "
+            "TINYGRAPH_NATIVE=0 to skip them.",
+            stacklevel=3,
+        )
+        return None
+
+
+def _built() -> Path:
+    compiler = os.environ.get("CC", "cc")
+    sources = sorted(SOURCES.glob("*.c"))
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256()
+    for part in [*(p.read_bytes() for p in sorted(SOURCES.glob("*.[ch]"))), " ".join(FLAGS), version, _cpu()]:
+        key.update(part if isinstance(part, bytes) else part.encode())
+    cache = Path(os.environ.get("TINYGRAPH_CACHE") or Path.home() / ".cache" / "tinygraph")
+    target = cache / f"native-{key.hexdigest()[:16]}.so"
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        # built beside the target and renamed: other processes see the whole library or none
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            partial = Path(tmp) / target.name
+            subprocess.run([compiler, *FLAGS, *map(str, sources), "-o", str(partial)], capture_output=True, text=True, check=True)  # fmt: skip
+            os.replace(partial, target)
+    return target
+
+
+def _cpu() -> str:
+    """What -march=native compiles for: the CPU's model and feature flags where Linux says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "".join(sorted({line for line in f if line.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor() or platform.machine()

@@ -1,0 +1,34 @@
+"""Layer norm's backward as one C loop per row (layer_norm.c); the formula is
+tinygraph.ops.nn.layer_norm_backward."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+
+import torch
+
+from . import covers, function, pointer, threads
+
+
+def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad):
+    """(gx, gw, gb) of layer norm from the forward's mean and rstd, as the formula's arguments."""
+    if not covers(g, x, weight, mean, rstd) or g.shape != x.shape or x.numel() == 0:
+        return NotImplemented
+    kernel = function(
+        "layer_norm_backward_f32", *[ctypes.c_void_p] * 8, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
+        restype=ctypes.c_int,
+    )  # fmt: skip
+    if kernel is None:
+        return NotImplemented
+    normalized = x.shape[x.ndim - len(features) :]
+    d = math.prod(normalized)
+    rows = x.numel() // d
+    g, x, mean, rstd = g.contiguous(), x.contiguous(), mean.contiguous(), rstd.contiguous()
+    weight = weight.contiguous() if weight is not None else None
+    gx, gw, gb = torch.empty_like(x), x.new_empty(normalized), x.new_empty(normalized)
+    args = (g, x, mean, rstd, weight, gx, gw, gb)
+    if kernel(*map(pointer, args), rows, d, threads(x.numel())):
+        raise MemoryError(f"layer_norm's backward could not allocate {2 * d} float64 partial sums per thread.")
+    _, dw, db = needs_input_grad[:3]
+    return gx, gw if dw else None, gb if db else None
