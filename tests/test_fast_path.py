@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounter
 from configs import tiny_config
 
 import tinygraph as tg
@@ -27,7 +28,8 @@ def train_losses(tmp_path, name, *flags):
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["float32", "bfloat16"])
 def test_the_whole_training_step_traces_as_one_graph(dtype):
     """No graph break anywhere in forward (mixed precision too), the hand-written backward,
-    clipping or AdamW."""
+    clipping or AdamW; and traced once (AdamW's state exists before the first step: state
+    created in it would make the second step compile the whole step again)."""
     model = LanguageModel(parse(GPT, "test"), 11)
     opt = tg.optim.AdamW(model.optimizer_groups(0.1), lr=torch.tensor(1e-3))
 
@@ -41,9 +43,11 @@ def test_the_whole_training_step_traces_as_one_graph(dtype):
         return loss.data
 
     x, y = torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8))
-    compiled = torch.compile(step, backend="eager", fullgraph=True)  # fullgraph: a break is an error
+    traces = CompileCounter()  # runs each graph eagerly, and counts them
+    compiled = torch.compile(step, backend=traces, fullgraph=True)  # fullgraph: a break is an error
     for _ in range(3):
         compiled(x, y)
+    assert traces.frame_count == 1
 
 
 def test_compile_flag_trains_like_eager(tmp_path):

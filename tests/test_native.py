@@ -3,7 +3,10 @@ replaces, on ordinary and on edge values, in one thread and in several; the fuse
 that run them equal their composites; and where a kernel does not cover a call, or
 cannot be built, the formula runs."""
 
+import fnmatch
+import tomllib
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ from tinygraph.ops import elementwise as E
 from tinygraph.ops import nn as N
 from tinygraph.testing import use_composites
 
+ROOT = Path(__file__).resolve().parent.parent
 EDGES = [0.0, 1e-30, -1e-30, 1e-40, -1e-40, 1e-8, 30.0, -30.0, 10.0, -10.0, 88.0, -88.0, float("inf"), float("-inf"), float("nan")]  # fmt: skip
 
 
@@ -141,3 +145,9 @@ def test_the_library_is_built_once_per_machine_and_then_loaded(fresh_library, mo
     native.library.cache_clear()
     assert native.library() is not None
     assert list(fresh_library.glob("*")) == [built] and built.stat().st_mtime_ns == stamp
+
+
+def test_the_sources_ship_with_the_package():
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["tinygraph"]
+    for source in native.SOURCES.glob("*.[ch]"):
+        assert any(fnmatch.fnmatch(f"native/{source.name}", p) for p in patterns), f"{source.name} is not package data"

@@ -37,6 +37,10 @@ class Optimizer:
                     raise ValueError("Optimizers take tinygraph Tensors that require grad (a model's parameters()).")
             self.param_groups.append({**defaults, **group, "params": params})
         self.state: dict[Tensor, dict[str, Any]] = {}
+        self._create_state()
+
+    def _create_state(self) -> None:
+        """Create the per-parameter state that must exist before the first step (none here)."""
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
@@ -82,6 +86,7 @@ class Optimizer:
                     )
         for group, saved in zip(self.param_groups, groups):
             group.update({k: v for k, v in saved.items() if k != "params"})
+        self._create_state()  # for parameters the saved state has none for
 
 
 class SGD(Optimizer):
@@ -166,6 +171,15 @@ class Adam(Optimizer):
             torch._foreach_add_(denom, eps)
             torch._foreach_div_(denom, step_size)
             torch._foreach_addcdiv_(data, m, denom)  # p -= lr / (1 - beta1^t) * m / denom
+
+    def _create_state(self) -> None:
+        # torch creates the moments at the first step; here they exist from the start, so that
+        # a compiled step is traced once: state created inside it changes what the trace
+        # depends on, and the second step would compile the whole step again (twice the
+        # compile time, and ~30 MB more peak memory for the baby model)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._state(p)
 
     def _state(self, p: Tensor) -> dict[str, Any]:
         if p not in self.state:
