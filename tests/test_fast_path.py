@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from torch._dynamo.testing import CompileCounter
 from configs import tiny_config
+from torch._dynamo.testing import CompileCounter
 
 import tinygraph as tg
 import tinygraph.nn.functional as F
