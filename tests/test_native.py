@@ -121,10 +121,10 @@ def test_kernels_cover_only_float32_cpu_tensors_outside_compilation(monkeypatch)
 def fresh_library(monkeypatch, tmp_path):
     """A library built anew into an empty cache folder, and the process's own again after."""
     monkeypatch.setenv("TINYGRAPH_CACHE", str(tmp_path))
-    native.library.cache_clear()
+    native.reset()
     yield tmp_path
     monkeypatch.undo()
-    native.library.cache_clear()
+    native.reset()
 
 
 def test_without_a_compiler_the_formulas_run_and_one_warning_says_so(fresh_library, monkeypatch):
@@ -142,7 +142,7 @@ def test_the_library_is_built_once_per_machine_and_then_loaded(fresh_library, mo
     assert native.library() is not None
     (built,) = fresh_library.glob("native-*.so")
     stamp = built.stat().st_mtime_ns
-    native.library.cache_clear()
+    native.reset()
     assert native.library() is not None
     assert list(fresh_library.glob("*")) == [built] and built.stat().st_mtime_ns == stamp
 

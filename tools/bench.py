@@ -201,17 +201,25 @@ def time_interleaved(sides: dict, device: str, steps: int, warmup: int) -> dict[
 
 def peak_memory(config_name: str, device: str, mode: str, steps: int) -> float:
     """MB: the peak resident set (CPU) or max allocated (CUDA) of a fresh process that builds
-    one side and runs `steps` training steps (0: it only builds it: the floor to subtract)."""
+    one side and runs `steps` training steps (0: it only builds it: the floor to subtract).
+    The floor leaves out optimizer state that exists before the first step (tinygraph's
+    Adam makes its moments when built, torch's in the first step): training counts it."""
     code = (
-        f"import torch; from bench import Side, sync, peak_rss_mb; "
+        f"import torch; from bench import Side, sync, peak_rss_mb, state_mb; "
         f"step = Side({config_name!r}, {device!r}, {mode!r}); [step() for _ in range({steps})]; sync({device!r}); "
-        f"print(torch.cuda.max_memory_allocated() / 2**20 if {device!r}.startswith('cuda') else peak_rss_mb())"
+        f"peak = torch.cuda.max_memory_allocated() / 2**20 if {device!r}.startswith('cuda') else peak_rss_mb(); "
+        f"print(peak - (state_mb(step.opt) if {steps} == 0 else 0))"
     )
     # `python -c` looks for modules in its working directory first: this one's folder
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=TOOLS)
     if out.returncode:
         raise RuntimeError(f"the memory run of {mode} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def state_mb(opt) -> float:
+    """MB of the tensors an optimizer holds as state."""
+    return sum(v.nbytes for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)) / 2**20
 
 
 def peak_rss_mb() -> float:
@@ -334,7 +342,7 @@ def markdown(record: dict) -> str:
         "\nPeak memory: "
         + ("max allocated" if "cuda" in record["device"] else "the peak resident set")
         + " of a separate process per side; 'of which training' subtracts the same process built but not"
-        " stepped; the memory ratio compares those."
+        " stepped (less any optimizer state it holds already); the memory ratio compares those."
     )
     return "\n".join(lines)
 

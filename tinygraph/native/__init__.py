@@ -95,6 +95,7 @@ def pointer(t: torch.Tensor | None) -> ctypes.c_void_p | None:
     return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
+@functools.cache
 def function(name: str, *argtypes: Any, restype: Any = None) -> Callable | None:
     """The C function `name` of the library, typed; None if the library could not be built."""
     lib = library()
@@ -119,6 +120,12 @@ def library() -> ctypes.CDLL | None:
             stacklevel=3,
         )
         return None
+
+
+def reset() -> None:
+    """Forget the loaded library and its functions: the next covered call builds or loads it again."""
+    library.cache_clear()
+    function.cache_clear()
 
 
 def _built() -> Path:
