@@ -343,6 +343,22 @@ def test_atan2_grads_where_the_squares_underflow_are_torchs():
         same(ours, theirs)
 
 
+@pytest.mark.parametrize("divide", ["tensor / tensor", "number / tensor", "reciprocal"])
+def test_a_zero_grad_through_an_overflowing_quotient_is_torchs(divide):
+    # found by the fuzzer: a value overwritten by fill_ sends a zero grad back, and the divisor's
+    # grad of 0.8 / b at b = -7e-225 is 0 * inf: nan in torch, where ours had grouped it as 0
+    calls = {"tensor / tensor": lambda lib, b: lib.full_like(b, 0.8) / b, "number / tensor": lambda lib, b: 0.8 / b,
+             "reciprocal": lambda lib, b: b.reciprocal() * 1}  # fmt: skip
+
+    def grad(lib, b):
+        out = calls[divide](lib, b * 1)
+        out.fill_(0.25)
+        return lib.autograd.grad(out.sum(), b)[0]
+
+    b, bt = pair([-7e-225, 2.0])
+    same(grad(tg, b), grad(torch, bt))
+
+
 @pytest.mark.parametrize("pick", ["median", "nanmedian", "max", "min", "amax"])
 def test_a_nan_grad_through_a_picked_element_is_torchs(pick):
     # found by the fuzzer: median's other elements got nan * 0 = nan where torch's get 0

@@ -89,8 +89,9 @@ class Div(Function):
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         da, db = ctx.needs_input_grad
-        # (a / b) / b, not a / (b * b): b * b underflows to 0 for |b| < 1e-154 (torch's order too)
-        return (g / b if da else None), (-g * (a / b) / b if db else None)
+        # (a / b) / b, not a / (b * b): b * b underflows to 0 for |b| < 1e-154; and grouped as
+        # torch groups it, so that a zero grad times an overflowed quotient is nan as in torch
+        return (g / b if da else None), (-g * ((a / b) / b) if db else None)
 
 
 @register("Tensor.pow Tensor.pow_ Tensor.__pow__ Tensor.__rpow__ Tensor.__ipow__ tinygraph.pow")

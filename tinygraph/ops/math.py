@@ -54,7 +54,7 @@ UNARY = {
     "Log1p": ("log1p", lambda g, x: g / (x + 1)),
     "Expm1": ("expm1", lambda g, out: g * (out + 1)),
     "Exp2": ("exp2", lambda g, out: g * out * LN2),
-    "Reciprocal": ("reciprocal", lambda g, out: -g * out * out),
+    "Reciprocal": ("reciprocal", lambda g, out: -g * (out * out)),  # torch's grouping (0 * inf is nan)
     "Erfc": ("erfc", lambda g, x: g * (-2 / math.sqrt(math.pi)) * (-x * x).exp()),
     "Erfinv": ("erfinv", lambda g, out: g * (math.sqrt(math.pi) / 2) * (out * out).exp()),
     "Floor": ("floor", zero),
