@@ -24,11 +24,16 @@ def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad):
     normalized = x.shape[x.ndim - len(features) :]
     d = math.prod(normalized)
     rows = x.numel() // d
+    if mean.numel() != rows or rstd.numel() != rows or (weight is not None and weight.numel() != d):
+        return NotImplemented  # not the forward's own statistics: the C loop would read past them
     g, x, mean, rstd = g.contiguous(), x.contiguous(), mean.contiguous(), rstd.contiguous()
     weight = weight.contiguous() if weight is not None else None
     gx, gw, gb = torch.empty_like(x), x.new_empty(normalized), x.new_empty(normalized)
     args = (g, x, mean, rstd, weight, gx, gw, gb)
     if kernel(*map(pointer, args), rows, d, threads(x.numel())):
-        raise MemoryError(f"layer_norm's backward could not allocate {2 * d} float64 partial sums per thread.")
+        raise MemoryError(
+            f"layer_norm's backward could not allocate {2 * d} float64 partial sums per thread; free some "
+            "memory, or set TINYGRAPH_NATIVE=0 to run its torch formula instead."
+        )
     _, dw, db = needs_input_grad[:3]
     return gx, gw if dw else None, gb if db else None
