@@ -306,15 +306,26 @@ def detach_step(program):
     program.add(ours.detach(), theirs.detach(), "detach")
 
 
+def refuses(fn):
+    try:
+        fn()
+    except RuntimeError:
+        return True
+    return False
+
+
 def check_all_values(program):
     unusable = set()
     for k, (ours, theirs) in enumerate(program.values):
         # a view sees its base's new history at its next use (inplace.py); both refuse to give
         # one made by split or unbind a history after its base changed in place
-        if ours._base is not None and run_both(partial(bring_up_to_date, ours), lambda t=theirs: t.grad_fn) is None:
+        if ours._base is None:
+            continue
+        refused = run_both(partial(bring_up_to_date, ours), lambda t=theirs: t.grad_fn) is None
+        if refused and refuses(lambda t=theirs: t.grad_fn):  # by torch too, not just by us on purpose
             unusable.add(k)
     for k, (ours, theirs) in enumerate(program.values):
-        # such a view, refused by both, reports requires_grad as its base now does in torch and
+        # a view refused by both reports requires_grad as its base now does in torch and
         # as it was made here (a base keeps no list of its views): a deliberate difference
         if ours.requires_grad != theirs.requires_grad and k not in unusable:
             raise Mismatch(f"value {k}: requires_grad {ours.requires_grad}, torch's {theirs.requires_grad}")

@@ -18,6 +18,7 @@ import torch
 import tinygraph as tg
 import tinygraph.native as native
 import tinygraph.nn.functional as F
+from tinygraph.native import build
 from tinygraph.native import gelu as native_gelu
 from tinygraph.native import layer_norm as native_layer_norm
 from tinygraph.ops import elementwise as E
@@ -25,7 +26,7 @@ from tinygraph.ops import nn as N
 from tinygraph.testing import use_composites
 
 ROOT = Path(__file__).resolve().parent.parent
-EDGES = [0.0, 1e-30, -1e-30, 1e-40, -1e-40, 1e-8, 30.0, -30.0, 10.0, -10.0, 88.0, -88.0, float("inf"), float("-inf"), float("nan")]  # fmt: skip
+EDGES = [0.0, 1e-30, -1e-30, 1e-40, -1e-40, 1e-8, 30.0, -30.0, 10.0, -10.0, 88.0, -88.0, 2e19, -2e19, float("inf"), float("-inf"), float("nan")]  # fmt: skip
 
 
 @pytest.fixture
@@ -79,6 +80,32 @@ def test_layer_norm_kernel_equals_the_formula(shape, features, weighted, threads
             assert (a is None) == (b is None)
             if a is not None:
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_kernels_read_strided_and_expanded_inputs_as_their_values(threads):
+    torch.manual_seed(0)
+    x = torch.randn(40, 6).t()  # transposed
+    g = torch.randn(1, 40).expand(6, 40)  # one row, expanded
+    out = torch.nn.functional.gelu(x)
+    torch.testing.assert_close(
+        native_gelu.gelu_backward(g, x, out, "none"), E.gelu_backward.formula(g, x, out, "none"), rtol=1e-5, atol=2e-6
+    )
+    weight = torch.randn(80)[::2]  # every other element
+    _, mean, rstd = torch.native_layer_norm(x, (40,), weight, None, 1e-5)
+    needs = (True, True, True)
+    ours = native_layer_norm.layer_norm_backward(g, x, weight, mean, rstd, (1,), needs)
+    for a, b in zip(ours, N.layer_norm_backward.formula(g, x, weight, mean, rstd, (1,), needs)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_kernels_decline_what_they_would_misread(built):
+    x, g = torch.randn(6, 40), torch.randn(6, 40)
+    _, mean, rstd = torch.native_layer_norm(x, (40,), None, None, 1e-5)
+    needs = (True, False, False)
+    assert native_layer_norm.layer_norm_backward(g, x, None, mean[:3], rstd, (1,), needs) is NotImplemented
+    assert native_layer_norm.layer_norm_backward(g, x, torch.ones(7), mean, rstd, (1,), needs) is NotImplemented
+    negated = torch.tensor([1 + 2j]).conj().imag  # its memory holds the value before negation
+    assert negated.is_contiguous() and negated.is_neg() and not native.covers(negated)
 
 
 OPS = {
@@ -157,14 +184,14 @@ def test_without_a_compiler_the_formulas_run_and_one_warning_says_so(fresh_libra
 
 def test_the_library_is_built_once_per_machine_and_then_loaded(built, fresh_library):
     assert native.library() is not None
-    (built,) = fresh_library.glob("native-*.so")
-    stamp = built.stat().st_mtime_ns
+    (library,) = fresh_library.glob("native-*.so")
+    stamp = library.stat().st_mtime_ns
     native.reset()
     assert native.library() is not None
-    assert list(fresh_library.glob("*")) == [built] and built.stat().st_mtime_ns == stamp
+    assert list(fresh_library.glob("*")) == [library] and library.stat().st_mtime_ns == stamp
 
 
 def test_the_sources_ship_with_the_package():
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["tinygraph"]
-    for source in native.SOURCES.glob("*.[ch]"):
+    for source in build.SOURCES.glob("*.[ch]"):
         assert any(fnmatch.fnmatch(f"native/{source.name}", p) for p in patterns), f"{source.name} is not package data"

@@ -156,6 +156,30 @@ def test_optimizer_state_dict_round_trip_continues_identically():
         AdamW(copies[:1]).load_state_dict(opt.state_dict())
 
 
+@pytest.mark.parametrize("Opt", [Adam, AdamW])
+def test_adam_follows_a_model_cast_after_it_was_built(Opt):
+    # Adam makes its moments when built (so that a compiled step is traced once); a model cast
+    # or moved afterwards (as torch allows, whose moments come with the first step) takes them along
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    steps = []
+    for cast_first in (False, True):
+        torch.manual_seed(1)
+        lin = tg.nn.Linear(3, 2)
+        if cast_first:
+            lin.to(torch.float64)
+        opt = Opt(lin.parameters(), lr=0.1)
+        lin.to(torch.float64)
+        for _ in range(2):
+            lin(tg.Tensor(x)).square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+        steps.append([p.data for p in lin.parameters()])
+        assert all(s["exp_avg"].dtype == torch.float64 for s in opt.state.values())
+    for a, b in zip(*steps):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_optimizer_argument_errors():
     p = tg.randn(2, requires_grad=True)
     with pytest.raises(ValueError, match="lr must be at least 0"):

@@ -35,11 +35,13 @@ from typing import Any
 
 import torch
 
+from .environment import OFF
+
 
 def _devices(switch: str | None) -> tuple[str, ...]:
     if switch is None:
         return ("cuda",)
-    return () if switch.lower() in ("0", "false", "no", "off") else ("cpu", "cuda")
+    return () if switch.lower() in OFF else ("cpu", "cuda")
 
 
 class Settings:

@@ -39,6 +39,8 @@ from types import ModuleType
 
 import torch
 
+from ..environment import switched_off
+
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -47,7 +49,7 @@ class Settings:
     on CPU tensors too, under TRITON_INTERPRET=1: the tests' way to drive the ops' kernel
     path without a GPU (slow: the interpreter runs each program in Python)."""
 
-    enabled = os.environ.get("TINYGRAPH_TRITON", "1").lower() not in ("0", "false", "no", "off")
+    enabled = not switched_off("TINYGRAPH_TRITON")
     on_cpu = False
 
 

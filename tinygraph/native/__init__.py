@@ -8,6 +8,8 @@ process, nothing resident beyond a small shared library.
 
     gelu.c / gelu.py               the backward of GELU, exact and tanh
     layer_norm.c / layer_norm.py   the backward of layer norm (gx, gw, gb)
+    common.h                       what the kernels share: e^x, and splitting a loop among threads
+    build.py                       compiling and caching the library
 
 A formula takes its kernel with `@preferred(kernel)`: the kernel, a Python function of the
 formula's own arguments, runs where it covers the call and returns NotImplemented where it
@@ -16,41 +18,33 @@ the formula runs instead. The formula stays the reference: the tests check each 
 against it, and the op against its composite, both ways.
 
 Building: the first covered call compiles every .c file here into one shared library with
-`$CC` (else `cc`) in about a third of a second, into `$TINYGRAPH_CACHE` (else
-~/.cache/tinygraph), named by a hash of the sources, the flags, the compiler and this CPU,
-so that later processes load it at once. Where that fails (no compiler, say) a warning
-says so once and the formulas run. `TINYGRAPH_NATIVE=0` switches the kernels off.
+the machine's C compiler, in about a third of a second, cached for later processes
+(build.py says where and how). Where that fails (no compiler, say) a warning says so once
+and the formulas run. `TINYGRAPH_NATIVE=0` switches the kernels off.
 
-Threads: torch's count (`torch.get_num_threads()`), fewer for small tensors. The kernels
-use OpenMP, and the runtime they bind to is the one torch has loaded (the same soname), so
-the process keeps one thread pool.
+Threads: torch's count (`torch.get_num_threads()`), fewer for small tensors, through the
+OpenMP runtime torch has loaded (single-threaded where the library could not join it).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
 import subprocess
-import tempfile
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-SOURCES = Path(__file__).resolve().parent
-# vector code for this CPU; math that keeps inf and nan (no -ffast-math) but need not set errno or trap
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC"]
+from ..environment import switched_off
+from . import build
 
 
 class Settings:
     """When the C kernels run (see the module docstring); change at will."""
 
-    enabled = os.environ.get("TINYGRAPH_NATIVE", "1").lower() not in ("0", "false", "no", "off")
+    enabled = not switched_off("TINYGRAPH_NATIVE")
     elements_per_thread = 16384  # below this many elements a thread costs more than it saves
 
 
@@ -68,6 +62,7 @@ def preferred(kernel: Callable) -> Callable:
             out = run.native(*args)
             return formula(*args) if out is NotImplemented else out
 
+        run.formula = getattr(formula, "formula", formula)  # the plain formula, under any other wrapper
         run.native = kernel
         return run
 
@@ -76,12 +71,17 @@ def preferred(kernel: Callable) -> Callable:
 
 def covers(*tensors: torch.Tensor | None) -> bool:
     """Whether the kernels may run on these tensors: switched on, not inside a torch.compile
-    (its tracer cannot follow a ctypes call), and every tensor (`None`s skipped) a float32 one
-    on the CPU. Whether the library could be built is `function`'s to say."""
+    (its tracer cannot follow a ctypes call), and every tensor (`None`s skipped) a dense float32
+    one on the CPU whose memory holds its values (no lazy negation, which `.contiguous()` keeps).
+    Whether the library could be built is `function`'s to say."""
     return (
         settings.enabled
         and not torch.compiler.is_compiling()
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors if t is not None)
+        and all(
+            t.device.type == "cpu" and t.dtype == torch.float32 and t.layout == torch.strided and not t.is_neg()
+            for t in tensors
+            if t is not None
+        )
     )
 
 
@@ -110,14 +110,13 @@ def function(name: str, *argtypes: Any, restype: Any = None) -> Callable | None:
 def library() -> ctypes.CDLL | None:
     """The kernels' shared library, built if this machine has none yet; None if that failed."""
     try:
-        return ctypes.CDLL(str(_built()))
-    except (OSError, subprocess.SubprocessError) as err:
-        detail = err.stderr.strip().splitlines()[-1] if getattr(err, "stderr", None) else str(err)
+        return ctypes.CDLL(str(build.built()))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:  # RuntimeError: no home folder
         warnings.warn(
-            f"tinygraph could not build its C kernels ({detail}); the fused ops run their torch formulas "
-            "on the CPU instead (slower, same results). Install a C compiler with OpenMP (gcc), or set "
-            "TINYGRAPH_NATIVE=0 to skip them.",
-            stacklevel=3,
+            f"tinygraph could not build its C kernels ({build.failure(err)}); the fused ops run their torch "
+            "formulas on the CPU instead (slower, same results). Install a C compiler (gcc), point "
+            "TINYGRAPH_CACHE at a writable folder if the cache is not, or set TINYGRAPH_NATIVE=0 to skip them.",
+            stacklevel=2,
         )
         return None
 
@@ -126,31 +125,3 @@ def reset() -> None:
     """Forget the loaded library and its functions: the next covered call builds or loads it again."""
     library.cache_clear()
     function.cache_clear()
-
-
-def _built() -> Path:
-    compiler = os.environ.get("CC", "cc")
-    sources = sorted(SOURCES.glob("*.c"))
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256()
-    for part in [*(p.read_bytes() for p in sorted(SOURCES.glob("*.[ch]"))), " ".join(FLAGS), version, _cpu()]:
-        key.update(part if isinstance(part, bytes) else part.encode())
-    cache = Path(os.environ.get("TINYGRAPH_CACHE") or Path.home() / ".cache" / "tinygraph")
-    target = cache / f"native-{key.hexdigest()[:16]}.so"
-    if not target.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        # built beside the target and renamed: other processes see the whole library or none
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            partial = Path(tmp) / target.name
-            subprocess.run([compiler, *FLAGS, *map(str, sources), "-o", str(partial)], capture_output=True, text=True, check=True)  # fmt: skip
-            os.replace(partial, target)
-    return target
-
-
-def _cpu() -> str:
-    """What -march=native compiles for: the CPU's model and feature flags where Linux says."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "".join(sorted({line for line in f if line.startswith(("model name", "flags"))}))
-    except OSError:
-        return platform.processor() or platform.machine()

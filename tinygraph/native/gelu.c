@@ -30,7 +30,7 @@ static void tanh_part(const float *restrict g, const float *restrict x, const fl
         float u = SQRT_2_OVER_PI * (x[i] + 0.044715f * x[i] * x[i] * x[i]);
         float e = exp_f32(-2.0f * __builtin_fabsf(u)), near = 2.0f * e / (1.0f + e), far = 2.0f / (1.0f + e);
         float one_minus_t = u < 0.0f ? far : near, one_plus_t = u < 0.0f ? near : far;
-        float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x[i] * x[i]);
+        float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * (x[i] * x[i])); /* x^2 first: inf where it overflows */
         gx[i] = (0.5f * one_plus_t + 0.5f * x[i] * one_minus_t * one_plus_t * du) * g[i];
     }
 }
@@ -44,4 +44,3 @@ void gelu_backward_f32(const float *g, const float *x, const float *out, float *
         (tanh_form ? tanh_part : exact_part)(g + begin, x + begin, out + begin, gx + begin, end - begin);
     }
 }
-

@@ -30,7 +30,7 @@ def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad):
     weight = weight.contiguous() if weight is not None else None
     gx, gw, gb = torch.empty_like(x), x.new_empty(normalized), x.new_empty(normalized)
     args = (g, x, mean, rstd, weight, gx, gw, gb)
-    if kernel(*map(pointer, args), rows, d, threads(x.numel())):
+    if kernel(*map(pointer, args), rows, d, min(threads(x.numel()), rows)):  # threads share out rows
         raise MemoryError(
             f"layer_norm's backward could not allocate {2 * d} float64 partial sums per thread; free some "
             "memory, or set TINYGRAPH_NATIVE=0 to run its torch formula instead."

@@ -182,13 +182,22 @@ class Adam(Optimizer):
                 self._state(p)
 
     def _state(self, p: Tensor) -> dict[str, Any]:
-        if p not in self.state:
-            self.state[p] = {
+        state = self.state.get(p)
+        if state is None:
+            state = self.state[p] = {
                 "step": torch.zeros((), dtype=torch.float64, device=p.device),
                 "exp_avg": torch.zeros_like(p.data),
                 "exp_avg_sq": torch.zeros_like(p.data),
             }
-        return self.state[p]
+        elif state["exp_avg"].dtype != p.data.dtype or state["exp_avg"].device != p.data.device:
+            # the parameter was cast or moved since (model.to(...) after the optimizer was built):
+            # its moments follow it, as they would have been made had the first step come first
+            state.update(
+                step=state["step"].to(p.data.device),
+                exp_avg=state["exp_avg"].to(p.data),
+                exp_avg_sq=state["exp_avg_sq"].to(p.data),
+            )
+        return state
 
 
 class AdamW(Adam):
