@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 from configs import tiny_config
-from torch._dynamo.testing import CompileCounter
 
 import tinygraph as tg
 import tinygraph.nn.functional as F
@@ -43,6 +42,10 @@ def test_the_whole_training_step_traces_as_one_graph(dtype):
         return loss.data
 
     x, y = torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8))
+    # imported here, not at collection: torch._dynamo imports triton, which must wait for
+    # test_triton_kernels.py to choose its interpreter
+    from torch._dynamo.testing import CompileCounter
+
     traces = CompileCounter()  # runs each graph eagerly, and counts them
     compiled = torch.compile(step, backend=traces, fullgraph=True)  # fullgraph: a break is an error
     for _ in range(3):
