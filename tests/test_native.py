@@ -65,7 +65,7 @@ def test_gelu_kernel_equals_the_formula(approximate, shape, threads):
 
 
 @pytest.mark.parametrize("weighted", [True, False], ids=["weight", "no weight"])
-@pytest.mark.parametrize("shape, features", [((1, 1), 1), ((5, 7), 1), ((300, 128), 1), ((4, 3, 50), 2)])
+@pytest.mark.parametrize("shape, features", [((1, 1), 1), ((13, 7), 1), ((300, 128), 1), ((8, 3, 50), 2)])
 def test_layer_norm_kernel_equals_the_formula(shape, features, weighted, threads):
     torch.manual_seed(0)
     normalized = shape[len(shape) - features :]
@@ -98,12 +98,16 @@ def test_the_kernels_read_strided_and_expanded_inputs_as_their_values(threads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_the_kernels_decline_what_they_would_misread(built):
+def test_the_kernels_decline_what_they_would_misread_or_run_slowly(threads):
     x, g = torch.randn(6, 40), torch.randn(6, 40)
     _, mean, rstd = torch.native_layer_norm(x, (40,), None, None, 1e-5)
     needs = (True, False, False)
     assert native_layer_norm.layer_norm_backward(g, x, None, mean[:3], rstd, (1,), needs) is NotImplemented
     assert native_layer_norm.layer_norm_backward(g, x, torch.ones(7), mean, rstd, (1,), needs) is NotImplemented
+    _, mean, rstd = torch.native_layer_norm(x[:2], (40,), None, None, 1e-5)
+    torch.set_num_threads(3)  # (the fixture puts it back)
+    declined = native_layer_norm.layer_norm_backward(g[:2], x[:2], None, mean, rstd, (1,), needs)
+    assert declined is NotImplemented  # three threads for two rows: the formula is faster
     negated = torch.tensor([1 + 2j]).conj().imag  # its memory holds the value before negation
     assert negated.is_contiguous() and negated.is_neg() and not native.covers(negated)
 

@@ -26,11 +26,16 @@ def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad):
     rows = x.numel() // d
     if mean.numel() != rows or rstd.numel() != rows or (weight is not None and weight.numel() != d):
         return NotImplemented  # not the forward's own statistics: the C loop would read past them
+    team = threads(x.numel())
+    if team > 1 and rows < 2 * team:
+        # threads share out rows and each sums gw and gb in float64 over all d features: with a
+        # row or two each, those sums cost more than the rows (1 x 1e6: 3.9 ms, the formula 2.8)
+        return NotImplemented
     g, x, mean, rstd = g.contiguous(), x.contiguous(), mean.contiguous(), rstd.contiguous()
     weight = weight.contiguous() if weight is not None else None
     gx, gw, gb = torch.empty_like(x), x.new_empty(normalized), x.new_empty(normalized)
     args = (g, x, mean, rstd, weight, gx, gw, gb)
-    if kernel(*map(pointer, args), rows, d, min(threads(x.numel()), rows)):  # threads share out rows
+    if kernel(*map(pointer, args), rows, d, team):
         raise MemoryError(
             f"layer_norm's backward could not allocate {2 * d} float64 partial sums per thread; free some "
             "memory, or set TINYGRAPH_NATIVE=0 to run its torch formula instead."
