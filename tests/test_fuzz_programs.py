@@ -56,11 +56,12 @@ def sibling_output(t):
 
 # Deliberate differences, documented where they are made: tinygraph raises, torch does not.
 # Fused ops keep what their one-pass backward reads: Gelu, attention, normalize and the LSTM
-# sequence their output, cross-entropy its logits (see their docstrings); changing that in
-# place before backward is an error, where torch's, which keep other tensors, may allow it.
+# sequence their output, cross-entropy its logits, kl_div with log_target its input (see their
+# docstrings); changing that in place before backward is an error, where torch's, which keep
+# other tensors, may allow it.
 DELIBERATE = [
     f"saved by {op} for backward was modified in place"
-    for op in ("Gelu", "ScaledDotProductAttention", "CrossEntropy", "LSTMSequence", "Normalize")
+    for op in ("Gelu", "ScaledDotProductAttention", "CrossEntropy", "LSTMSequence", "Normalize", "KLDiv")
 ]
 
 

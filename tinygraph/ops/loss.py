@@ -201,7 +201,12 @@ class BinaryCrossEntropyWithLogits(Function):
 @register("F.kl_div")
 class KLDiv(Function):
     """Pointwise KL divergence of log-probabilities `input` from `target`: t (log t - x), 0
-    where t = 0 (with log_target: exp(t) (t - x))."""
+    where t = 0 (with log_target: exp(t) (t - x)).
+
+    Where the target needs a grad, the input is kept for it (the grad's second derivative
+    with respect to the input stays exact), so changing the input in place before backward
+    is an error; with log_target torch keeps t - x instead and allows that change: a
+    deliberate difference."""
 
     autocast = "float32"
 
