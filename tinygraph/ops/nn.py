@@ -285,8 +285,8 @@ class RMSNorm(Function):
 
 def vector_norm(x, p, dims):
     """||x||_p over `dims` (kept), from operators and methods that torch and tinygraph share."""
-    if p == 2:
-        return (x * x).sum(dims, keepdim=True).sqrt()
+    if p == 2:  # the norm op, not sqrt(sum(x * x)): its grad x / norm keeps second derivatives
+        return x.norm(2, dims, keepdim=True)  # exact where x is tiny (as torch's), not 1e137 - 1e137
     if p == 1:
         return x.abs().sum(dims, keepdim=True)
     if p == math.inf:
