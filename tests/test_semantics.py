@@ -343,6 +343,20 @@ def test_atan2_grads_where_the_squares_underflow_are_torchs():
         same(ours, theirs)
 
 
+def test_a_number_over_a_tensor_keeps_the_reciprocal_as_torch():
+    # found by the fuzzer: 0.5 / b kept b for backward here, so changing b in place before it
+    # was refused; torch computes 1/b * 0.5 and keeps 1/b, and so does this now
+    def run(lib, b):
+        y = 0.5 / b
+        b.detach().mul_(3)  # a change of b's memory after the division
+        y.sum().backward()
+        return y
+
+    b, bt = pair([2.0, -4.0])
+    same(run(tg, b), run(torch, bt))
+    same(b.grad, bt.grad)
+
+
 def test_setitem_casts_a_value_of_another_dtype_as_torch():
     # found by the fuzzer: x[mask] = v with v float64 and requiring grad was refused here (as
     # index_put refuses mixed dtypes); torch's setitem casts v, and its grad comes back float64

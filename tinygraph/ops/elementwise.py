@@ -81,6 +81,14 @@ class Div(Function):
     """a / b (`div` and `divide`, with their rounding modes, are in ops/math.py)."""
 
     @staticmethod
+    def call(a, b):
+        if not isinstance(a, (Tensor, torch.Tensor)):
+            # a number over a tensor is 1/b times the number, as in torch: backward then keeps
+            # 1/b, not b, so b may change in place before it (and its zeros and overflows match)
+            return b.reciprocal() * a
+        return Div.apply(a, b)
+
+    @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
         return a / b
