@@ -357,24 +357,6 @@ def test_a_number_over_a_tensor_keeps_the_reciprocal_as_torch():
     same(b.grad, bt.grad)
 
 
-def test_setitem_casts_a_value_of_another_dtype_as_torch():
-    # found by the fuzzer: x[mask] = v with v float64 and requiring grad was refused here (as
-    # index_put refuses mixed dtypes); torch's setitem casts v, and its grad comes back float64
-    def run(lib, x, v):
-        y = x * 1
-        y[lib.tensor([False, True, True])] = v
-        (y * lib.tensor([1.0, 2.0, 3.0])).sum().backward()
-        return y
-
-    x, xt = (lib.ones(3, dtype=lib.float32, requires_grad=True) for lib in (tg, torch))
-    v, vt = (lib.tensor([0.5], dtype=lib.float64, requires_grad=True) for lib in (tg, torch))
-    same(run(tg, x, v), run(torch, xt, vt))
-    same(x.grad, xt.grad)
-    same(v.grad, vt.grad)
-    with pytest.raises(RuntimeError, match="one dtype"):  # index_put itself does not cast, as torch's
-        tg.ones(3).index_put((tg.tensor([1]),), tg.tensor([0.5], dtype=tg.float64))
-
-
 @pytest.mark.parametrize("divide", ["tensor / tensor", "number / tensor", "reciprocal"])
 def test_a_zero_grad_through_an_overflowing_quotient_is_torchs(divide):
     # found by the fuzzer: a value overwritten by fill_ sends a zero grad back, and the divisor's

@@ -29,14 +29,13 @@ def setitem(self: Tensor, index: Any, value: Any) -> None:
     def write() -> None:  # torch's own setitem does the write (and checks shapes and overlaps)
         self.data[index] = unwrap(value)
 
-    if not isinstance(value, Tensor):
-        value = Tensor(torch.as_tensor(value, dtype=self.dtype, device=self.device))
-    value = value.to(self.dtype)  # setitem casts the value, as torch's does (index_put refuses to)
     if is_advanced(index):
         commit(self, IndexPut.apply(self, value, index), write)
         return
     region = self.data[index]  # a view of the written elements
-    value = value.expand(region.shape)
+    if not isinstance(value, Tensor):
+        value = Tensor(torch.as_tensor(value, dtype=self.dtype, device=self.device))
+    value = value.to(self.dtype).expand(region.shape)
     write()
     base = self._base if self._base is not None else self
     rebase(base, CopySlices.apply(base, value, region_index(base.data, region)))
