@@ -291,6 +291,37 @@ def test_index_put_accumulates_repeated_positions():
         x.index_put((None, tg.tensor([0])), v)
 
 
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1), (2,)])
+@pytest.mark.parametrize("index", ["mask", "mask after a slice", "ints", "mask and ints"])
+def test_a_value_of_another_dtype_is_put_where_torchs_setitem_casts_it(index, shape):
+    # found by the fuzzer: torch's index_put is masked_fill_ (which casts) for one element put
+    # at a single boolean mask, and refuses mixed dtypes everywhere else
+    mask, ints = torch.tensor([True, False, True]), torch.tensor([0, 2])
+    where = {"mask": (mask,), "mask after a slice": (slice(None), mask[:2]), "ints": (ints,),
+             "mask and ints": (mask, ints[:1])}[index]  # fmt: skip
+
+    def put(lib, x, v):
+        y = x * 1
+        y[tuple(tg.Tensor(p) if lib is tg and isinstance(p, torch.Tensor) else p for p in where)] = v
+        return y
+
+    data = torch.as_tensor(M[:3, :2], dtype=torch.float32)
+    x, xt = tg.tensor(data, requires_grad=True), data.clone().requires_grad_()
+    v, vt = pair(torch.full(shape, 1.5, dtype=torch.float64))
+    try:
+        expected = put(torch, xt, vt)
+    except RuntimeError:
+        with pytest.raises(RuntimeError, match="one dtype"):
+            put(tg, x, v)
+        return
+    out = put(tg, x, v)
+    same(out, expected)
+    weight = torch.arange(6.0).reshape(3, 2)
+    (out * tg.tensor(weight)).sum().backward()
+    (expected * weight).sum().backward()
+    same((x.grad, v.grad), (xt.grad, vt.grad))
+
+
 def test_index_fill_with_a_tensor_value_counts_each_place_once():
     x, xt = pair(M)
     value, valuet = pair(2.5)

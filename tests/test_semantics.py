@@ -381,6 +381,21 @@ def test_a_nan_grad_through_a_picked_element_is_torchs(pick):
     same(tg.grad(getattr(x, pick)(), x, nan)[0], torch.autograd.grad(getattr(xt, pick)(), xt, nan)[0])
 
 
+def test_a_nan_grad_stays_out_of_an_off_relu():
+    # found by the fuzzer: copysign's second derivative at 0 is nan (in torch too), and a relu
+    # before it gave nan * 0 = nan where torch's relu selects 0
+    nan = torch.tensor([float("nan"), float("nan")], dtype=torch.float64)
+    x, xt = pair([-1.08, 0.5])
+    same(tg.grad(x.relu(), x, nan)[0], torch.autograd.grad(xt.relu(), xt, nan)[0])
+
+    def second(lib, x):
+        r = x.relu()
+        (g,) = lib.autograd.grad(r.copysign(-1.81).sum(), r, create_graph=True)
+        return lib.autograd.grad(g.sum(), x)[0]
+
+    same(second(tg, x), second(torch, xt))
+
+
 def test_an_exact_zero_cross_entropy_has_torchs_sign():
     # found by the fuzzer: -log p at p = 1 is -0.0 in torch (1 / loss = -inf), and was +0.0 here
     x, xt = pair([[0.3], [0.7]])

@@ -264,7 +264,9 @@ class Relu(Function):
     @staticmethod
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
-        return g * (out > 0)
+        # a select, as torch's threshold_backward, not g * mask: a nan flowing into a
+        # second-order pass (copysign's at 0) stays out where the relu was off
+        return g.masked_fill(out <= 0, 0)
 
 
 @register("Tensor.erf Tensor.erf_ tinygraph.erf")

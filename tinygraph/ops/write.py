@@ -76,7 +76,8 @@ class IndexPut(Function):
 
     @staticmethod
     def forward(ctx, x, value, index, accumulate=False):
-        require_one_dtype("index_put", destination=x, values=value)
+        if not _fills_a_mask(x, value, index, accumulate):
+            require_one_dtype("index_put", destination=x, values=value)
         ctx.accumulate = accumulate
         ctx.save_for_backward(index)
         if accumulate:
@@ -90,6 +91,14 @@ class IndexPut(Function):
     def backward(ctx, g):
         (index,) = ctx.saved_tensors
         return (g if ctx.accumulate else IndexPut.apply(g, 0.0, index)), g[index], None, None
+
+
+def _fills_a_mask(x, value, index, accumulate):
+    """Does torch's index_put take masked_fill_ here (which casts the value to x's dtype)?
+    It does for one element put, not added, at a single boolean mask, the value on the CPU."""
+    tensors = [p for p in (index if isinstance(index, tuple) else (index,)) if isinstance(p, torch.Tensor)]
+    one_value = not isinstance(value, torch.Tensor) or (value.numel() == 1 and value.device.type == "cpu")
+    return not accumulate and one_value and len(tensors) == 1 and tensors[0].dtype == torch.bool
 
 
 @register("tinygraph.fill Tensor.fill_")
