@@ -18,6 +18,7 @@ import torch
 import tinygraph as tg
 import tinygraph.native as native
 import tinygraph.nn.functional as F
+from tinygraph.native import attention as native_attention
 from tinygraph.native import build
 from tinygraph.native import gelu as native_gelu
 from tinygraph.native import layer_norm as native_layer_norm
@@ -82,6 +83,54 @@ def test_layer_norm_kernel_equals_the_formula(shape, features, weighted, threads
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+ATTENTION = {  # q, k and v's shapes (v's width follows the last number), and where they come from
+    "one head": ((5, 16), (7, 16), 32),
+    "batched, causal rows past the keys": ((3, 9, 16), (3, 6, 16), 16),
+    "heads of a QKV projection": ((2, 4, 33, 32), (2, 4, 33, 32), 32),
+    "long": ((1, 2, 130, 16), (1, 2, 70, 16), 48),
+}
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+@pytest.mark.parametrize("case", ATTENTION)
+def test_attention_kernel_equals_the_formula(case, causal, threads):
+    torch.manual_seed(0)
+    (q_shape, k_shape, ev), scale = ATTENTION[case], 0.3
+    if case == "heads of a QKV projection":  # strided views of one (B, L, 3 C) tensor, as the layer makes them
+        B, H, L, E = q_shape
+        q, k, v = (t.reshape(B, L, H, E).transpose(1, 2) for t in torch.randn(B, L, 3 * H * E).split(H * E, -1))
+        g = torch.randn(B, L, H, E).transpose(1, 2)
+    else:
+        q, k, v = torch.randn(q_shape) * 3, torch.randn(k_shape), torch.randn(*k_shape[:-1], ev)
+        g = torch.randn(*q_shape[:-1], ev)
+    q[..., 0, :2] = torch.tensor([40.0, -40.0])  # a saturated softmax in the first rows
+    out = N.attention_composite(q, k, v, is_causal=causal, scale=scale)
+    args = (g, q, k, v, out, None, None, causal, scale, 0.0, False)
+    ours, formula = native_attention.attention_backward(*args), N.attention_backward.formula(*args)
+    assert ours[3] is None and formula[3] is None
+    for a, b, like in zip(ours[:3], formula[:3], (q, k, v)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        # laid out as its input: a projection's heads get their grads back without a copy
+        assert sorted(range(a.ndim), key=a.stride) == sorted(range(like.ndim), key=like.stride)
+
+
+def test_the_attention_kernel_declines_what_it_does_not_cover(threads):
+    q, k, v, g = (torch.randn(2, 3, 8, 16) for _ in range(4))
+    out = N.attention_composite(q, k, v)
+    covered = (g, q, k, v, out, None, None, False, 0.25, 0.0, False)
+    assert native_attention.attention_backward(*covered) is not NotImplemented
+    for changed in (
+        {5: torch.ones(8, 8, dtype=torch.bool)},  # a mask
+        {6: torch.ones(2, 3, 8, 8, dtype=torch.bool)},  # dropout's mask
+        {1: q[..., :12], 2: k[..., :12]},  # a head width that is not a multiple of the block
+        {1: q[None], 2: k[None], 3: v[None], 0: g[None], 4: out[None]},  # 5 dims
+        {2: k[:1].expand(2, 3, 8, 16).reshape(2, 3, 8, 16)[:, :2]},  # another leading shape
+        {0: g.double(), 1: q.double(), 2: k.double(), 3: v.double(), 4: out.double()},
+    ):
+        args = [changed.get(i, a) for i, a in enumerate(covered)]
+        assert native_attention.attention_backward(*args) is NotImplemented
+
+
 def test_the_kernels_read_strided_and_expanded_inputs_as_their_values(threads):
     torch.manual_seed(0)
     x = torch.randn(40, 6).t()  # transposed
@@ -117,6 +166,7 @@ OPS = {
     "gelu tanh": (lambda x: F.gelu(x, approximate="tanh"), ((4, 9, 40),)),
     "layer_norm": (lambda x, w, b: F.layer_norm(x, (40,), w, b), ((4, 9, 40), (40,), (40,))),
     "layer_norm, 2 dims, no weight": (lambda x: F.layer_norm(x, (9, 40)), ((4, 9, 40),)),
+    "attention": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), ((2, 3, 9, 16),) * 3),
 }
 
 
@@ -141,7 +191,7 @@ def test_the_ops_on_their_kernels_equal_the_formulas_and_the_composites(op, monk
 def _spy(monkeypatch):
     """A list to which each kernel run appends whether it covered its call."""
     used = []
-    for formula in (E.gelu_backward, N.layer_norm_backward):
+    for formula in (E.gelu_backward, N.layer_norm_backward, N.attention_backward):
 
         def recording(*args, kernel=formula.native):
             out = kernel(*args)

@@ -1,6 +1,6 @@
 """Hand-written C kernels for the fused ops' backward formulas, on CPU float32 tensors.
 
-Run eagerly, a fused op's backward formula (GELU's, layer norm's) is a chain of torch
+Run eagerly, a fused op's backward formula (GELU's, layer norm's, attention's) is a chain of torch
 calls, each a pass over memory, most of them allocating. Here the same formula is one C
 loop over the data (the math is at the top of each .c file, next to the loop), built with
 the machine's C compiler and called through ctypes: no torch headers, no compiler in the
@@ -8,6 +8,7 @@ process, nothing resident beyond a small shared library.
 
     gelu.c / gelu.py               the backward of GELU, exact and tanh
     layer_norm.c / layer_norm.py   the backward of layer norm (gx, gw, gb)
+    attention.c / attention.py     the backward of attention (gq, gk, gv), one head at a time
     common.h                       what the kernels share: e^x, and splitting a loop among threads
     build.py                       compiling and caching the library
 

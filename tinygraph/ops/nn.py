@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .. import kernels
 from ..compiled import compiled
 from ..function import Function, public, register
+from ..native import attention as native_attention
 from ..native import layer_norm as native_layer_norm
 from ..native import preferred
 from ..tensor import Tensor, require_one_dtype, unwrap
@@ -509,7 +510,7 @@ def _attention_weights(q, k, attn_mask, is_causal, scale):
 def attention_composite(q, k, v, attn_mask=None, *, dropout_p=0.0, is_causal=False, scale=None):
     if dropout_p:
         raise NotImplementedError("create_graph through attention with dropout is not supported; use dropout_p=0.")
-    s = (q @ k.mT) * (scale or 1 / math.sqrt(q.shape[-1]))
+    s = (q @ k.mT) * (scale if scale is not None else 1 / math.sqrt(q.shape[-1]))
     if is_causal:
         L, S = s.shape[-2:]
         s = s.masked_fill(torch.ones(L, S, dtype=torch.bool, device=s.device).triu(1), float("-inf"))
@@ -527,7 +528,9 @@ class ScaledDotProductAttention(Function):
     torch's math path, which keeps the weights instead, allows it: a deliberate difference.)
 
     Without dropout the forward is torch's fused attention kernel (a forward: no autograd
-    involved); with dropout it computes the weights itself, to know the mask it drew.
+    involved); with dropout it computes the weights itself, to know the mask it drew. The
+    backward is `attention_backward` (on CPU float32, without a mask, a C kernel:
+    tinygraph/native/attention.c).
     """
 
     autocast = "low"
@@ -536,7 +539,7 @@ class ScaledDotProductAttention(Function):
 
     @staticmethod
     def forward(ctx, q, k, v, attn_mask=None, *, dropout_p=0.0, is_causal=False, scale=None):
-        ctx.scale = scale or 1 / math.sqrt(q.shape[-1])
+        ctx.scale = scale if scale is not None else 1 / math.sqrt(q.shape[-1])
         ctx.is_causal, ctx.dropout_p = is_causal, dropout_p
         ctx.kernel = _attention_kernel_fits(q, k, v, attn_mask, dropout_p, ctx.needs_input_grad)
         if ctx.kernel:  # flash attention: the output and one logsumexp per query row are kept
@@ -561,22 +564,30 @@ class ScaledDotProductAttention(Function):
         if ctx.kernel:  # keep is the forward's logsumexp there
             kernel = kernels.module("attention").attention_backward
             return *kernel(g, q, k, v, out, keep, attn_mask, is_causal=ctx.is_causal, scale=ctx.scale), None
-        # heads are usually strided views (of a QKV projection, of the output's grad): copied
-        # once here, where each of the five products below would copy its operands again
-        q, k, v, g = (t.contiguous() for t in (q, k, v, g))
-        p = _attention_weights(q, k, attn_mask, ctx.is_causal, ctx.scale)
-        gp = g @ v.mT
-        if keep is not None:
-            p_used = p * keep * (1 / (1 - ctx.dropout_p))
-            gp.mul_(keep).mul_(1 / (1 - ctx.dropout_p))
-        else:
-            p_used = p
-        gv = p_used.mT @ g
-        # softmax backward; the row sum of gp * p equals the row sum of g * out
-        gs = p.mul_(gp.sub_((g * out).sum(-1, keepdim=True)))
-        g_mask = gs.clone() if ctx.needs_input_grad[3] else None  # the mask is added after scaling
-        gs.mul_(ctx.scale)
-        return gs @ k, gs.mT @ q, gv, g_mask
+        options = (ctx.is_causal, ctx.scale, ctx.dropout_p, ctx.needs_input_grad[3])
+        return attention_backward(g, q, k, v, out, attn_mask, keep, *options)
+
+
+@preferred(native_attention.attention_backward)
+def attention_backward(g, q, k, v, out, attn_mask, keep, is_causal, scale, dropout_p, needs_mask_grad):
+    """(gq, gk, gv, g_mask) of softmax(q k^T scale + mask) v, the weights recomputed, `keep`
+    the dropout mask (or None)."""
+    # heads are usually strided views (of a QKV projection, of the output's grad): copied
+    # once here, where each of the five products below would copy its operands again
+    q, k, v, g = (t.contiguous() for t in (q, k, v, g))
+    p = _attention_weights(q, k, attn_mask, is_causal, scale)
+    gp = g @ v.mT
+    if keep is not None:
+        p_used = p * keep * (1 / (1 - dropout_p))
+        gp.mul_(keep).mul_(1 / (1 - dropout_p))
+    else:
+        p_used = p
+    gv = p_used.mT @ g
+    # softmax backward; the row sum of gp * p equals the row sum of g * out
+    gs = p.mul_(gp.sub_((g * out).sum(-1, keepdim=True)))
+    g_mask = gs.clone() if needs_mask_grad else None  # the mask is added after scaling
+    gs.mul_(scale)
+    return gs @ k, gs.mT @ q, gv, g_mask
 
 
 def _attention_kernel_fits(q, k, v, attn_mask, dropout_p, needs_input_grad):

@@ -1,0 +1,199 @@
+/* Attention's backward, one (batch, head) at a time, with or without the causal mask (row
+ * i sees keys j <= i):
+ *   P_ij  = softmax_j(q_i . k_j scale),   out_i = sum_j P_ij v_j
+ *   D_i   = g_i . out_i                   (= sum_j P_ij (g_i . v_j): softmax's backward term)
+ *   GS_ij = P_ij (g_i . v_j - D_i) scale  (the scores' grad, the scale folded in)
+ *   gq_i  = sum_j GS_ij k_j,   gk_j = sum_i GS_ij q_i,   gv_j = sum_i P_ij g_i
+ * The torch formula makes these as five batched products over copied heads plus a softmax,
+ * each a pass over every head's (L, S) weights. Here one head's weights stay in its
+ * thread's cache, a causal head's masked half is skipped, and every tensor is read and
+ * written through its strides (a view of a QKV projection needs no copy).
+ *
+ * Every product is a block of R rows by W floats whose R x W sums stay in registers (R
+ * independent chains, so the FMA units need not wait on one another): the scores against
+ * a transposed copy of k (and of v, for g . v), the rest as weighted sums of rows. Head
+ * widths come in whole blocks (multiples of W; attention.py leaves others to the formula).
+ *
+ * Every tensor is (B, H, rows, features) with features contiguous and its own strides for
+ * the first three dims; `st` holds them: 3 per tensor, in the order of `enum tensor`. */
+#include <stdlib.h>
+#include <string.h>
+#include "common.h"
+
+#define W 16 /* floats in a block: two AVX2 registers, one AVX-512 register */
+#define R 4  /* rows in a block */
+
+const int attention_block = W; /* for attention.py: the head widths covered are its multiples */
+
+enum tensor { Q, K, V, OUT, G, GQ, GK, GV };
+
+typedef struct {
+    const float *t[8];
+    const int64_t *st;
+    int64_t L, S, E, Ev, Lp, Sp; /* Lp, Sp: L and S padded to multiples of R and W */
+    float scale;
+    int causal;
+} attention_args;
+
+/* The keys row i sees: all S, or (causal) the first i + 1. */
+static inline int64_t seen(const attention_args *a, int64_t i) {
+    return a->causal ? (i + 1 < a->S ? i + 1 : a->S) : a->S;
+}
+
+static inline float *row(const attention_args *a, enum tensor n, int64_t b, int64_t h, int64_t i) {
+    const int64_t *st = a->st + 3 * n;
+    return (float *)a->t[n] + b * st[0] + h * st[1] + i * st[2];
+}
+
+/* R rows of tensor n from row i, and where the rows end `zeros`. */
+static inline void rows_of(const attention_args *a, enum tensor n, int64_t b, int64_t h, int64_t i, int64_t rows,
+                           const float *zeros, const float *x[R]) {
+    for (int r = 0; r < R; r++) x[r] = i + r < rows ? row(a, n, b, h, i + r) : zeros;
+}
+
+/* The S rows of tensor n (k or v), `width` features, as width x Sp (zeros past S). */
+static void transposed(const attention_args *a, enum tensor n, int64_t b, int64_t h, int64_t width, float *to) {
+    for (int64_t j = 0; j < a->S; j++) {
+        const float *x = row(a, n, b, h, j);
+        for (int64_t e = 0; e < width; e++) to[e * a->Sp + j] = x[e];
+    }
+    for (int64_t e = 0; e < width; e++)
+        for (int64_t j = a->S; j < a->Sp; j++) to[e * a->Sp + j] = 0.0f;
+}
+
+/* to[r][jb + c] = sum_e x[r][e] yT[e][jb + c], for every block jb < reach: R rows of products
+ * with the keys (or values), each block of W in registers. */
+static inline void products(const float *x[R], const float *restrict yT, int64_t width, int64_t Sp, int64_t reach,
+                            float *to) {
+    for (int64_t jb = 0; jb < reach; jb += W) {
+        float acc[R][W] = {{0}};
+        for (int64_t e = 0; e < width; e++) {
+            const float *y = yT + e * Sp + jb;
+            for (int r = 0; r < R; r++) {
+                float xe = x[r][e];
+                #pragma omp simd
+                for (int c = 0; c < W; c++) acc[r][c] += xe * y[c];
+            }
+        }
+        for (int r = 0; r < R; r++) memcpy(to + r * Sp + jb, acc[r], sizeof(acc[r]));
+    }
+}
+
+/* to[r][..width) = sum over i in [i0, i1) of w[r][i * step] y_i, y_i the rows of tensor n: R
+ * weighted sums of rows, each row read once for all R; a NULL to[r] is not written. */
+static inline void weighted_rows(const attention_args *a, enum tensor n, int64_t b, int64_t h, const float *w[R],
+                                 int64_t step, int64_t i0, int64_t i1, int64_t width, float *to[R]) {
+    for (int64_t c0 = 0; c0 < width; c0 += W) {
+        float acc[R][W] = {{0}};
+        for (int64_t i = i0; i < i1; i++) {
+            const float *y = row(a, n, b, h, i) + c0;
+            for (int r = 0; r < R; r++) {
+                float wi = w[r][i * step];
+                #pragma omp simd
+                for (int c = 0; c < W; c++) acc[r][c] += wi * y[c];
+            }
+        }
+        for (int r = 0; r < R; r++)
+            if (to[r]) memcpy(to[r] + c0, acc[r], sizeof(acc[r]));
+    }
+}
+
+/* P's R rows from row i0 (each Sp wide): the weights of those queries, zeros past the keys
+ * each sees (and for rows past L). Returns the keys the block's last row sees. */
+static int64_t weights(const attention_args *a, int64_t b, int64_t h, int64_t i0, const float *kT, const float *zeros,
+                       float *P) {
+    int64_t last = i0 + R < a->L ? i0 + R - 1 : a->L - 1, reach = seen(a, last);
+    const float *q[R];
+    rows_of(a, Q, b, h, i0, a->L, zeros, q);
+    products(q, kT, a->E, a->Sp, reach, P);
+    float scale = a->scale;
+    for (int64_t r = 0; r < R; r++) {
+        /* over whole blocks (no scalar tail), the keys past the n seen at -inf: weight 0 */
+        float *Pr = P + r * a->Sp, top = -__builtin_inff(), total = 0.0f;
+        int64_t n = i0 + r < a->L ? seen(a, i0 + r) : 0, blocks = (n + W - 1) / W * W;
+        #pragma omp simd reduction(max : top)
+        for (int64_t j = 0; j < blocks; j++) {
+            Pr[j] = j < n ? Pr[j] * scale : -__builtin_inff();
+            top = Pr[j] > top ? Pr[j] : top;
+        }
+        #pragma omp simd reduction(+ : total)
+        for (int64_t j = 0; j < blocks; j++) {
+            Pr[j] = exp_f32(Pr[j] - top);
+            total += Pr[j];
+        }
+        float inv = 1.0f / total;
+        #pragma omp simd
+        for (int64_t j = 0; j < blocks; j++) Pr[j] *= inv;
+        for (int64_t j = blocks; j < a->Sp; j++) Pr[j] = 0.0f;
+    }
+    return reach;
+}
+
+/* One head's grads. `buf`: kT (E x Sp), vT (Ev x Sp), P and GS (Lp x Sp each), a row of
+ * zeros (max(E, Ev)). */
+static void backward_head(const attention_args *a, int64_t b, int64_t h, float *buf) {
+    int64_t L = a->L, S = a->S, Sp = a->Sp, E = a->E, Ev = a->Ev;
+    float scale = a->scale, *kT = buf, *vT = kT + E * Sp, *P = vT + Ev * Sp, *GS = P + a->Lp * Sp, *zeros = GS + a->Lp * Sp;
+    transposed(a, K, b, h, E, kT);
+    transposed(a, V, b, h, Ev, vT);
+    for (int64_t i0 = 0; i0 < L; i0 += R) {
+        float *Pb = P + i0 * Sp, *GSb = GS + i0 * Sp; /* this block's rows */
+        int64_t reach = weights(a, b, h, i0, kT, zeros, Pb), blocks = (reach + W - 1) / W * W;
+        const float *g[R];
+        rows_of(a, G, b, h, i0, L, zeros, g);
+        products(g, vT, Ev, Sp, reach, GSb); /* g_i . v_j */
+        for (int64_t r = 0; r < R; r++) {
+            float *Pr = Pb + r * Sp, *GSr = GSb + r * Sp, d = 0.0f;
+            const float *o = i0 + r < L ? row(a, OUT, b, h, i0 + r) : zeros;
+            #pragma omp simd reduction(+ : d)
+            for (int64_t e = 0; e < Ev; e++) d += g[r][e] * o[e];
+            #pragma omp simd
+            for (int64_t j = 0; j < blocks; j++) GSr[j] = Pr[j] * (GSr[j] - d) * scale;
+            for (int64_t j = blocks; j < Sp; j++) GSr[j] = 0.0f;
+        }
+        const float *w[R];
+        float *gq[R];
+        for (int r = 0; r < R; r++) {
+            w[r] = GSb + r * Sp;
+            gq[r] = i0 + r < L ? row(a, GQ, b, h, i0 + r) : NULL;
+        }
+        weighted_rows(a, K, b, h, w, 1, 0, reach, E, gq);
+    }
+    for (int64_t j0 = 0; j0 < S; j0 += R) {
+        const float *ws[R], *wp[R];
+        float *gk[R], *gv[R];
+        for (int r = 0; r < R; r++) {
+            int64_t j = j0 + r < S ? j0 + r : j0;
+            ws[r] = GS + j, wp[r] = P + j;
+            gk[r] = j0 + r < S ? row(a, GK, b, h, j) : NULL;
+            gv[r] = j0 + r < S ? row(a, GV, b, h, j) : NULL;
+        }
+        int64_t first = a->causal ? j0 : 0; /* (rows before j0 see none of these keys) */
+        weighted_rows(a, Q, b, h, ws, Sp, first, L, E, gk);
+        weighted_rows(a, G, b, h, wp, Sp, first, L, Ev, gv);
+    }
+}
+
+/* Returns 0, or -1 when a thread's buffer could not be allocated (then some heads' grads
+ * are not written). */
+int attention_backward_f32(const float *q, const float *k, const float *v, const float *out, const float *g,
+                           float *gq, float *gk, float *gv, const int64_t *strides, int64_t B, int64_t H,
+                           int64_t L, int64_t S, int64_t E, int64_t Ev, float scale, int causal, int threads) {
+    attention_args a = {{q, k, v, out, g, gq, gk, gv}, strides, L, S, E, Ev, (L + R - 1) / R * R,
+                        (S + W - 1) / W * W, scale, causal};
+    size_t floats = (size_t)((E + Ev + 2 * a.Lp) * a.Sp + (E > Ev ? E : Ev));
+    int failed = 0;
+    #pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        float *buf = calloc(floats, sizeof(float)); /* (zeros: the row of zeros in it stays so) */
+        if (!buf) {
+            failed = 1;
+        } else {
+            int64_t begin, end;
+            share(B * H, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
+            for (int64_t t = begin; t < end; t++) backward_head(&a, t / H, t % H, buf);
+            free(buf);
+        }
+    }
+    return failed ? -1 : 0;
+}

@@ -1,0 +1,63 @@
+"""Attention's backward as one C loop per head (attention.c); the formula is
+tinygraph.ops.nn.attention_backward."""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from . import covers, function, library, pointer, threads
+
+
+def attention_backward(g, q, k, v, out, attn_mask, keep, is_causal, scale, dropout_p, needs_mask_grad):
+    """(gq, gk, gv, g_mask) of softmax(q k^T scale) v, as the formula's arguments; it covers
+    no mask (or the causal one) and no dropout."""
+    if attn_mask is not None or keep is not None or not _fits(q, k, v, g, out):
+        return NotImplemented
+    kernel = function(
+        "attention_backward_f32", *[ctypes.c_void_p] * 9, *[ctypes.c_int64] * 6, ctypes.c_float, ctypes.c_int,
+        ctypes.c_int, restype=ctypes.c_int,
+    )  # fmt: skip
+    if kernel is None:
+        return NotImplemented
+    grads = tuple(_like(t) for t in (q, k, v))
+    views = [_as_heads(t) for t in (q, k, v, out, g, *grads)]
+    strides = torch.tensor([s for t in views for s in t.stride()[:3]], dtype=torch.int64)
+    B, H, L, E = views[0].shape
+    S, Ev = views[1].shape[2], views[2].shape[3]
+    if kernel(*map(pointer, views), pointer(strides), B, H, L, S, E, Ev, scale, is_causal, threads(B * H * L * S)):
+        raise MemoryError(
+            f"attention's backward could not allocate its per-thread buffers ({L} x {S} weights); free some "
+            "memory, or set TINYGRAPH_NATIVE=0 to run its torch formula instead."
+        )
+    return *grads, None
+
+
+def _fits(q, k, v, *others):
+    """CPU float32 heads of 2 to 4 dims, one leading shape, widths in whole blocks of the kernel's."""
+    if not covers(q, k, v, *others) or not (2 <= q.ndim == k.ndim == v.ndim <= 4):
+        return False
+    E, (S, Ev) = q.shape[-1], v.shape[-2:]
+    if any(t.shape[:-2] != q.shape[:-2] for t in (k, v)) or k.shape[-2:] != (S, E):
+        return False
+    if any(t.shape != (*q.shape[:-1], Ev) for t in others):  # the output and its grad
+        return False
+    lib = library()
+    block = ctypes.c_int.in_dll(lib, "attention_block").value if lib is not None else 1
+    return not (E % block or Ev % block or 0 in q.shape or 0 in k.shape)
+
+
+def _as_heads(t: torch.Tensor) -> torch.Tensor:
+    """t (of 2 to 4 dims) as (B, H, rows, features) with features contiguous: a view where one exists."""
+    if t.stride(-1) != 1:
+        t = t.contiguous()
+    return t[(None,) * (4 - t.ndim)]
+
+
+def _like(t: torch.Tensor) -> torch.Tensor:
+    """An empty tensor of t's shape whose dims lie in memory in t's order, features innermost:
+    the heads of a QKV projection get grads laid out as that projection, so that going back
+    to it (transpose, reshape, and the split's cat) copies nothing more."""
+    order = [*sorted(range(t.ndim - 1), key=lambda d: -t.stride(d)), t.ndim - 1]
+    return t.new_empty([t.shape[d] for d in order]).permute([order.index(d) for d in range(t.ndim)])
