@@ -168,8 +168,8 @@ def tool():
 def test_the_tool_writes_the_explorer(tmp_path):
     out = tmp_path / "block.html"
     result = run_tool("--layer", "Block", "--format", "html", "--out", str(out))
-    assert result.returncode == 0 and "19 backward steps" in result.stdout
-    assert len(page_data(out.read_text())["steps"]) == 19
+    assert result.returncode == 0 and "15 backward steps" in result.stdout
+    assert len(page_data(out.read_text())["steps"]) == 15
 
 
 def test_the_explorer_is_backward_only(tmp_path, capsys):

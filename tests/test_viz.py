@@ -122,7 +122,7 @@ def test_collapsing_a_two_block_model():
         "module:layers.6",
     }
     per_block = sum(1 for scope in trace.scope_of.values() if scope and scope.startswith("layers.3"))
-    assert per_block == 19  # 2 norms, 4 linears, split, 4 reshapes, 4 permutes, attention, gelu, 2 adds
+    assert per_block == 15  # 2 norms, 4 linears, 2 reshapes, 2 permutes, unbind, attention, gelu, 2 adds
     for block in ("layers.3", "layers.4"):
         assert modules[f"module:{block}"]["label"] == f"{block}\nBlock, {per_block} ops (collapsed)"
     assert len(collapsed.nodes) < len(full.nodes) / 4

@@ -212,21 +212,14 @@ class Node:
         # slot), so a later in-place change of that Tensor object does not change the meaning
         # of what was saved. (The output is marked by a constant, not by the node itself: a
         # node pointing to itself is a reference cycle that only the garbage collector breaks.)
-        outs = out if self.fn.multi_output else (out,)
-        links = []
-        for v in self._saved:
-            link = None
-            if isinstance(v, torch.Tensor):
-                slot = next((i for i, o in enumerate(outs) if o is v), None)
-                if slot is not None:
-                    link = (OUTPUT, slot)
-                else:
-                    for a in self.args:
-                        if isinstance(a, Tensor) and a.data is v:
-                            link = a if a.grad_fn is None else (a.grad_fn, a._slot)
-                            break
-            links.append(link)
-        self._links = links
+        # (by identity: the first input holding a saved tensor, an output before any input)
+        link_of = {id(a.data): a if a.grad_fn is None else (a.grad_fn, a._slot)
+                   for a in reversed(self.args) if isinstance(a, Tensor)}  # fmt: skip
+        if self.fn.multi_output:
+            link_of.update((id(o), (OUTPUT, slot)) for slot, o in enumerate(out))
+        else:
+            link_of[id(out)] = (OUTPUT, 0)
+        self._links = [link_of.get(id(v)) for v in self._saved]  # (what is saved is alive: ids are its own)
 
     @property
     def saved_tensors(self) -> tuple:
@@ -352,7 +345,10 @@ class Function:
         if recorded:
             ctx.edges = edges
             # shape, dtype and device of each output: zeros for unused outputs, and for viz
-            ctx.outputs = [(o.shape, o.dtype, o.device) for o in (out if cls.multi_output else (out,))]
+            if cls.multi_output:
+                ctx.outputs = [(o.shape, o.dtype, o.device) for o in out]
+            else:
+                ctx.outputs = ((out.shape, out.dtype, out.device),)
             if ctx._saved:
                 ctx._link_saved(out)
             ctx.kwargs = kwargs

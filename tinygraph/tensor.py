@@ -41,6 +41,18 @@ def require_one_dtype(op: str, **tensors: Any) -> None:
         )
 
 
+def memory_order(t: torch.Tensor) -> list[int]:
+    """t's dims from the outermost in memory to the innermost (by stride; ties keep their
+    order), the last dim innermost."""
+    return [*sorted(range(t.ndim - 1), key=lambda d: -t.stride(d)), t.ndim - 1] if t.ndim else []
+
+
+def empty_in_order(shape: Any, order: list[int], like: torch.Tensor) -> torch.Tensor:
+    """An empty tensor of `shape`, like's dtype and device, whose dims lie in memory in
+    `order` (a grad laid out as its input's memory, so going back through views is free)."""
+    return like.new_empty([shape[d] for d in order]).permute([order.index(d) for d in range(len(shape))])
+
+
 def unwrap(value: Any) -> Any:
     """Tensors (also inside tuples and lists) as their torch data; anything else as it is."""
     if isinstance(value, Tensor):

@@ -58,10 +58,10 @@ settings = Settings()
 
 def use(*tensors: torch.Tensor | None) -> bool:
     """Whether a fused op should run its kernel on these tensors (see the module docstring)."""
-    if not settings.enabled or torch.compiler.is_compiling():
-        return False
     first = next((t for t in tensors if t is not None), None)
-    if first is None or (first.device.type == "cpu" and not settings.on_cpu):
+    if first is None or (first.device.type == "cpu" and not settings.on_cpu):  # (the common case first)
+        return False
+    if not settings.enabled or torch.compiler.is_compiling():
         return False
     return available(*tensors)
 

@@ -75,15 +75,14 @@ def covers(*tensors: torch.Tensor | None) -> bool:
     (its tracer cannot follow a ctypes call), and every tensor (`None`s skipped) a dense float32
     one on the CPU whose memory holds its values (no lazy negation, which `.contiguous()` keeps).
     Whether the library could be built is `function`'s to say."""
-    return (
-        settings.enabled
-        and not torch.compiler.is_compiling()
-        and all(
-            t.device.type == "cpu" and t.dtype == torch.float32 and t.layout == torch.strided and not t.is_neg()
-            for t in tensors
-            if t is not None
-        )
-    )
+    if not settings.enabled or torch.compiler.is_compiling():
+        return False
+    for t in tensors:
+        if t is not None and (
+            t.dtype != torch.float32 or t.device.type != "cpu" or t.layout != torch.strided or t.is_neg()
+        ):
+            return False
+    return True
 
 
 def threads(elements: int) -> int:
@@ -91,9 +90,9 @@ def threads(elements: int) -> int:
     return max(1, min(torch.get_num_threads(), elements // settings.elements_per_thread))
 
 
-def pointer(t: torch.Tensor | None) -> ctypes.c_void_p | None:
-    """The address of a contiguous tensor's data, NULL for None."""
-    return None if t is None else ctypes.c_void_p(t.data_ptr())
+def pointer(t: torch.Tensor | None) -> int | None:
+    """The address of a contiguous tensor's data (an int, which ctypes passes as a c_void_p), NULL for None."""
+    return None if t is None else t.data_ptr()
 
 
 @functools.cache

@@ -8,7 +8,7 @@ import torch
 
 from ..function import Function, public, register
 from ..indexing import is_advanced, normalize_index
-from ..tensor import Tensor, require_one_dtype, unwrap
+from ..tensor import Tensor, memory_order, require_one_dtype, unwrap
 from .reduce import normalize_dims
 
 
@@ -244,9 +244,17 @@ class Stack(Function):
         return Stack.apply(*tensors, dim=dim)
 
     @staticmethod
-    def forward(ctx, *tensors, dim=0):
+    def forward(ctx, *tensors, dim=0, order=None):
         ctx.dim = dim
-        return torch.stack(tensors, dim)
+        if order is None:
+            return torch.stack(tensors, dim)
+        # stacked in memory in `order` (outermost first): each piece permuted to that order,
+        # stacked where the new dim lies in it, and the result permuted back (no out=, which
+        # torch.compile cannot trace for a strided out)
+        dim %= tensors[0].ndim + 1
+        pieces = [o if o < dim else o - 1 for o in order if o != dim]
+        stacked = torch.stack([t.permute(pieces) for t in tensors], order.index(dim))
+        return stacked.permute([order.index(d) for d in range(len(order))])
 
     @staticmethod
     def backward(ctx, g):
@@ -301,12 +309,14 @@ class Unbind(Function):
 
     @staticmethod
     def forward(ctx, x, dim=0):
-        ctx.dim = dim
+        ctx.dim, ctx.order = dim, memory_order(x)
         return tuple(x.unbind(dim))
 
     @staticmethod
     def backward(ctx, *grads):
-        return Stack.apply(*grads, dim=ctx.dim)
+        # stacked as x lies in memory: unbinding a permuted view (q, k, v of a projection's
+        # heads) gets a grad whose way back through the permute is free
+        return Stack.apply(*grads, dim=ctx.dim, order=ctx.order)
 
 
 @register("Tensor.gather tinygraph.gather")

@@ -37,7 +37,8 @@ class MultiHeadSelfAttention(nn.Module):
         """The output at the positions of x, which follow those whose keys and values
         `cache` holds (B, heads, S, head width each), and the keys and values of all of them."""
         B, T, C = x.shape
-        q, k, v = (t.reshape(B, T, self.heads, C // self.heads).transpose(1, 2) for t in self.qkv(x).split(C, -1))
+        # (B, T, 3C) -> (3, B, heads, T, head width): q, k and v as views, three ops in all
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, C // self.heads)).permute(2, 0, 3, 1, 4).unbind(0)
         mask = None
         if cache is not None:
             past = cache[0].shape[2]
