@@ -5,7 +5,9 @@ Each built-in layer has a twin here under its name, written independently in tor
 and built with the very arguments the model built its layer with (`model.calls`: the
 layer's declared options, resolved), so the twin takes the same constructor, mirrors the
 parameter names, and the tinygraph model's weights load into it name by name. Attention
-uses torch's scaled_dot_product_attention (as nanoGPT does); the recurrent layers are
+is nanoGPT's: heads by split, view and transpose (torch's faster way: its unbind's grad
+would be stacked contiguous and copied once more on the way back) and torch's
+scaled_dot_product_attention; the recurrent layers are
 written from the same cell equations, and `torch.nn.LSTM` is offered for information.
 """
 
@@ -56,7 +58,7 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, C // self.heads)).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in self.qkv(x).split(C, -1))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
