@@ -131,42 +131,6 @@ def test_the_attention_kernel_declines_what_it_does_not_cover(threads):
         assert native_attention.attention_backward(*args) is NotImplemented
 
 
-def test_the_attention_block_width_is_the_kernels(built):
-    import ctypes
-
-    assert native_attention.BLOCK == ctypes.c_int.in_dll(native.library(), "attention_block").value
-
-
-def test_under_torch_compile_the_attention_kernel_is_one_op_of_the_graph(built):
-    """Traced by torch.compile, attention's backward calls the kernel as an op of its own
-    (its schema, fake and kernel checked by torch's opcheck), with the grads of the formula."""
-    torch.manual_seed(0)
-    q, k, v, w = (torch.randn(2, 3, 9, 16) for _ in range(4))
-
-    def grads(q, k, v, w):
-        q, k, v = (tg.Tensor(t, requires_grad=True) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return tuple(g.data for g in tg.grad((out * tg.Tensor(w)).sum(), [q, k, v]))
-
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    compiled = torch.compile(grads, backend=backend, fullgraph=True)(q, k, v, w)
-    op = torch.ops.tinygraph.attention_backward
-    assert any(node.target in (op, op.default) for node in graphs[0].graph.nodes)
-    monkeypatch = pytest.MonkeyPatch()
-    with monkeypatch.context() as m:
-        m.setattr(native.settings, "enabled", False)
-        formula = grads(q, k, v, w)
-    for a, b in zip(compiled, formula):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    out = N.attention_composite(q, k, v, is_causal=True)
-    torch.library.opcheck(op.default, (w, q, k, v, out, 0.25, True))
-
-
 def test_the_kernels_read_strided_and_expanded_inputs_as_their_values(threads):
     torch.manual_seed(0)
     x = torch.randn(40, 6).t()  # transposed
