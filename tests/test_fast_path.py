@@ -53,6 +53,23 @@ def test_the_whole_training_step_traces_as_one_graph(dtype):
     assert traces.frame_count == 1
 
 
+def test_a_second_shape_recompiles_with_dynamic_shapes_and_no_graph_break():
+    # found by review: unbind's backward sorted its input's strides to lay out the grad, which
+    # dynamo cannot do with symbolic strides (the second shape compiles with dynamic ones)
+    w = tg.randn(24, 6, requires_grad=True)
+
+    def step(x):
+        q, k, v = F.linear(tg.Tensor(x), w).unflatten(-1, (3, 2, 4)).permute(2, 0, 3, 1, 4).unbind(0)
+        ((q * k).sum() + v.sin().sum()).backward()
+        grad, w.grad = w.grad.data, None
+        return grad
+
+    compiled = torch.compile(step, backend="eager", fullgraph=True)
+    for length in (5, 7):
+        x = torch.randn(2, length, 6)
+        torch.testing.assert_close(compiled(x), step(x))
+
+
 def test_compile_flag_trains_like_eager(tmp_path):
     eager = train_losses(tmp_path, "eager")
     compiled = train_losses(tmp_path, "compiled", "--compile")

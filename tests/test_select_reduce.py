@@ -292,13 +292,14 @@ def test_index_put_accumulates_repeated_positions():
 
 
 @pytest.mark.parametrize("shape", [(), (1,), (1, 1), (2,)])
-@pytest.mark.parametrize("index", ["mask", "mask after a slice", "ints", "mask and ints"])
+@pytest.mark.parametrize("index", ["mask", "mask after a slice", "ints", "mask and ints", "mask of every dim"])
 def test_a_value_of_another_dtype_is_put_where_torchs_setitem_casts_it(index, shape):
     # found by the fuzzer: torch's index_put is masked_fill_ (which casts) for one element put
-    # at a single boolean mask, and refuses mixed dtypes everywhere else
+    # at a single boolean mask, and refuses mixed dtypes everywhere else; a value with more
+    # dims than the region it fills (a (1, 1) into a mask of every dim) gets its grad in its shape
     mask, ints = torch.tensor([True, False, True]), torch.tensor([0, 2])
     where = {"mask": (mask,), "mask after a slice": (slice(None), mask[:2]), "ints": (ints,),
-             "mask and ints": (mask, ints[:1])}[index]  # fmt: skip
+             "mask and ints": (mask, ints[:1]), "mask of every dim": (mask[:, None] ^ mask[:2],)}[index]  # fmt: skip
 
     def put(lib, x, v):
         y = x * 1

@@ -331,6 +331,30 @@ def test_prod_second_derivative_with_a_tiny_element_is_exact():
     torch.testing.assert_close(second.data, torch.tensor(others, dtype=torch.float64) @ w, rtol=1e-12, atol=0)
 
 
+def test_cumprod_second_derivative_with_tiny_elements_is_exact():
+    # found by the fuzzer, where torch's is wrong (8.2e98 and 0 here: its formula divides by
+    # the element); cumprod is a polynomial, so central differences of the first derivative
+    # are exact to rounding
+    x0 = torch.tensor([[1.0654, -1.2615, -0.5], [-2.0, 1.3268e-198, 1.4183], [-9.4499e-116, -1.1255, 0.63248]],
+                      dtype=torch.float64)  # fmt: skip
+    w = torch.linspace(-1, 1, 9, dtype=torch.float64).reshape(3, 3)
+    v = torch.linspace(0.5, -0.7, 9, dtype=torch.float64).reshape(3, 3)
+
+    def first(x0, create_graph=False):
+        x = tg.Tensor(x0.clone(), requires_grad=True)
+        (g,) = tg.grad((x.cumprod(1) * tg.Tensor(w)).sum(), x, create_graph=create_graph)
+        return x, g
+
+    x, g = first(x0, create_graph=True)
+    (second,) = tg.grad((g * tg.Tensor(v)).sum(), x)
+    eps, expected = 1e-6, torch.zeros_like(x0)
+    for i, j in np.ndindex(3, 3):
+        step = torch.zeros_like(x0)
+        step[i, j] = eps
+        expected[i, j] = ((first(x0 + step)[1].data - first(x0 - step)[1].data) * v).sum() / (2 * eps)
+    torch.testing.assert_close(second.data, expected, rtol=1e-6, atol=1e-9)
+
+
 def test_atan2_grads_where_the_squares_underflow_are_torchs():
     # found by the fuzzer: 0 / 0 made nan where torch's grad is 0 (the origin, x = 5e-324)
     def grads(lib, y, x):

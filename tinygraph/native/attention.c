@@ -51,14 +51,20 @@ static inline void rows_of(const attention_args *a, enum tensor n, int64_t b, in
     for (int r = 0; r < R; r++) x[r] = i + r < rows ? row(a, n, b, h, i + r) : zeros;
 }
 
-/* The S rows of tensor n (k or v), `width` features, as width x Sp (zeros past S). */
-static void transposed(const attention_args *a, enum tensor n, int64_t b, int64_t h, int64_t width, float *to) {
+/* The S rows of tensor n (k or v), `width` features, as width x Sp (zeros past S). Returns
+ * 0, or nan where a value is not finite (x * 0 is nan for inf and nan). */
+static float transposed(const attention_args *a, enum tensor n, int64_t b, int64_t h, int64_t width, float *to) {
+    float finite = 0.0f;
     for (int64_t j = 0; j < a->S; j++) {
         const float *x = row(a, n, b, h, j);
-        for (int64_t e = 0; e < width; e++) to[e * a->Sp + j] = x[e];
+        for (int64_t e = 0; e < width; e++) {
+            to[e * a->Sp + j] = x[e];
+            finite += x[e] * 0.0f;
+        }
     }
     for (int64_t e = 0; e < width; e++)
         for (int64_t j = a->S; j < a->Sp; j++) to[e * a->Sp + j] = 0.0f;
+    return finite;
 }
 
 /* to[r][jb + c] = sum_e x[r][e] yT[e][jb + c], for every block jb < reach: R rows of products
@@ -130,12 +136,13 @@ static int64_t weights(const attention_args *a, int64_t b, int64_t h, int64_t i0
 }
 
 /* One head's grads. `buf`: kT (E x Sp), vT (Ev x Sp), P and GS (Lp x Sp each), a row of
- * zeros (max(E, Ev)). */
-static void backward_head(const attention_args *a, int64_t b, int64_t h, float *buf) {
+ * zeros (max(E, Ev)). Returns 0, or nan where an input is not finite: then the skipped
+ * (masked) products would not be 0 * x = 0, and torch's grads are nan in places this
+ * loop never visits (attention_backward_f32 then leaves the head to the formula). */
+static float backward_head(const attention_args *a, int64_t b, int64_t h, float *buf) {
     int64_t L = a->L, S = a->S, Sp = a->Sp, E = a->E, Ev = a->Ev;
     float scale = a->scale, *kT = buf, *vT = kT + E * Sp, *P = vT + Ev * Sp, *GS = P + a->Lp * Sp, *zeros = GS + a->Lp * Sp;
-    transposed(a, K, b, h, E, kT);
-    transposed(a, V, b, h, Ev, vT);
+    float finite = transposed(a, K, b, h, E, kT) + transposed(a, V, b, h, Ev, vT);
     for (int64_t i0 = 0; i0 < L; i0 += R) {
         float *Pb = P + i0 * Sp, *GSb = GS + i0 * Sp; /* this block's rows */
         int64_t reach = weights(a, b, h, i0, kT, zeros, Pb), blocks = (reach + W - 1) / W * W;
@@ -145,8 +152,14 @@ static void backward_head(const attention_args *a, int64_t b, int64_t h, float *
         for (int64_t r = 0; r < R; r++) {
             float *Pr = Pb + r * Sp, *GSr = GSb + r * Sp, d = 0.0f;
             const float *o = i0 + r < L ? row(a, OUT, b, h, i0 + r) : zeros;
-            #pragma omp simd reduction(+ : d)
-            for (int64_t e = 0; e < Ev; e++) d += g[r][e] * o[e];
+            #pragma omp simd reduction(+ : d, finite)
+            for (int64_t e = 0; e < Ev; e++) {
+                d += g[r][e] * o[e];
+                finite += (g[r][e] + o[e]) * 0.0f;
+            }
+            const float *qr = i0 + r < L ? row(a, Q, b, h, i0 + r) : zeros;
+            #pragma omp simd reduction(+ : finite)
+            for (int64_t e = 0; e < E; e++) finite += qr[e] * 0.0f;
             #pragma omp simd
             for (int64_t j = 0; j < blocks; j++) GSr[j] = Pr[j] * (GSr[j] - d) * scale;
             for (int64_t j = blocks; j < Sp; j++) GSr[j] = 0.0f;
@@ -172,18 +185,19 @@ static void backward_head(const attention_args *a, int64_t b, int64_t h, float *
         weighted_rows(a, Q, b, h, ws, Sp, first, L, E, gk);
         weighted_rows(a, G, b, h, wp, Sp, first, L, Ev, gv);
     }
+    return finite;
 }
 
-/* Returns 0, or -1 when a thread's buffer could not be allocated (then some heads' grads
- * are not written). */
+/* Returns 0; 1 when an input holds an inf or a nan (the grads are then the formula's to
+ * make); -1 when a thread's buffer could not be allocated (some heads' grads not written). */
 int attention_backward_f32(const float *q, const float *k, const float *v, const float *out, const float *g,
                            float *gq, float *gk, float *gv, const int64_t *strides, int64_t B, int64_t H,
                            int64_t L, int64_t S, int64_t E, int64_t Ev, float scale, int causal, int threads) {
     attention_args a = {{q, k, v, out, g, gq, gk, gv}, strides, L, S, E, Ev, (L + R - 1) / R * R,
                         (S + W - 1) / W * W, scale, causal};
     size_t floats = (size_t)((E + Ev + 2 * a.Lp) * a.Sp + (E > Ev ? E : Ev));
-    int failed = 0;
-    #pragma omp parallel num_threads(threads) reduction(| : failed)
+    int failed = 0, nonfinite = 0;
+    #pragma omp parallel num_threads(threads) reduction(| : failed, nonfinite)
     {
         float *buf = calloc(floats, sizeof(float)); /* (zeros: the row of zeros in it stays so) */
         if (!buf) {
@@ -191,9 +205,9 @@ int attention_backward_f32(const float *q, const float *k, const float *v, const
         } else {
             int64_t begin, end;
             share(B * H, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
-            for (int64_t t = begin; t < end; t++) backward_head(&a, t / H, t % H, buf);
+            for (int64_t t = begin; t < end; t++) nonfinite |= backward_head(&a, t / H, t % H, buf) != 0.0f;
             free(buf);
         }
     }
-    return failed ? -1 : 0;
+    return failed ? -1 : nonfinite;
 }

@@ -27,12 +27,14 @@ def attention_backward(g, q, k, v, out, attn_mask, keep, is_causal, scale, dropo
     strides = torch.tensor([s for t in views for s in t.stride()[:3]], dtype=torch.int64)
     B, H, L, E = views[0].shape
     S, Ev = views[1].shape[2], views[2].shape[3]
-    if kernel(*map(pointer, views), pointer(strides), B, H, L, S, E, Ev, scale, is_causal, threads(B * H * L * S)):
+    status = kernel(*map(pointer, views), pointer(strides), B, H, L, S, E, Ev, scale, is_causal, threads(B * H * L * S))
+    if status < 0:
         raise MemoryError(
             f"attention's backward could not allocate its per-thread buffers ({L} x {S} weights); free some "
             "memory, or set TINYGRAPH_NATIVE=0 to run its torch formula instead."
         )
-    return *grads, None
+    # an inf or a nan among the inputs: the formula's grads, whose nans fall where torch's do
+    return NotImplemented if status else (*grads, None)
 
 
 def _fits(q, k, v, *others):

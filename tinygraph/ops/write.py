@@ -78,7 +78,7 @@ class IndexPut(Function):
     def forward(ctx, x, value, index, accumulate=False):
         if not _fills_a_mask(x, value, index, accumulate):
             require_one_dtype("index_put", destination=x, values=value)
-        ctx.accumulate = accumulate
+        ctx.accumulate, ctx.value_dims = accumulate, getattr(value, "ndim", 0)
         ctx.save_for_backward(index)
         if accumulate:
             value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
@@ -90,7 +90,10 @@ class IndexPut(Function):
     @staticmethod
     def backward(ctx, g):
         (index,) = ctx.saved_tensors
-        return (g if ctx.accumulate else IndexPut.apply(g, 0.0, index)), g[index], None, None
+        g_value = g[index]
+        if g_value.ndim < ctx.value_dims:  # a value with leading 1s beyond the region's dims (torch drops them)
+            g_value = g_value.reshape((1,) * (ctx.value_dims - g_value.ndim) + tuple(g_value.shape))
+        return (g if ctx.accumulate else IndexPut.apply(g, 0.0, index)), g_value, None, None
 
 
 def _fills_a_mask(x, value, index, accumulate):
