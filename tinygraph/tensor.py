@@ -44,7 +44,13 @@ def require_one_dtype(op: str, **tensors: Any) -> None:
 def memory_order(t: torch.Tensor) -> list[int]:
     """t's dims from the outermost in memory to the innermost (by stride; ties keep their
     order), the last dim innermost."""
-    return [*sorted(range(t.ndim - 1), key=lambda d: -t.stride(d)), t.ndim - 1] if t.ndim else []
+    order: list[int] = []
+    for d in range(t.ndim - 1):  # an insertion sort: torch.compile cannot sort symbolic strides
+        i = len(order)
+        while i and t.stride(order[i - 1]) < t.stride(d):
+            i -= 1
+        order.insert(i, d)
+    return [*order, t.ndim - 1] if t.ndim else []
 
 
 def empty_in_order(shape: Any, order: list[int], like: torch.Tensor) -> torch.Tensor:

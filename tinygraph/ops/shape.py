@@ -309,8 +309,7 @@ class Unbind(Function):
 
     @staticmethod
     def forward(ctx, x, dim=0):
-        # (compiled code lays out its own buffers, and its strides may be symbols: no order there)
-        ctx.dim, ctx.order = dim, None if torch.compiler.is_compiling() else memory_order(x)
+        ctx.dim, ctx.order = dim, memory_order(x)
         return tuple(x.unbind(dim))
 
     @staticmethod
