@@ -27,7 +27,8 @@ def attention_backward(g, q, k, v, out, attn_mask, keep, is_causal, scale, dropo
     strides = torch.tensor([s for t in views for s in t.stride()[:3]], dtype=torch.int64)
     B, H, L, E = views[0].shape
     S, Ev = views[1].shape[2], views[2].shape[3]
-    status = kernel(*map(pointer, views), pointer(strides), B, H, L, S, E, Ev, scale, is_causal, threads(B * H * L * S))
+    team = min(threads(B * H * L * S), B * H)  # a thread per head at most: each holds two L x S blocks
+    status = kernel(*map(pointer, views), pointer(strides), B, H, L, S, E, Ev, scale, is_causal, team)
     if status < 0:
         raise MemoryError(
             f"attention's backward could not allocate its per-thread buffers ({L} x {S} weights); free some "
