@@ -355,6 +355,19 @@ def test_cumprod_second_derivative_with_tiny_elements_is_exact():
     torch.testing.assert_close(second.data, expected, rtol=1e-6, atol=1e-9)
 
 
+def test_a_cosine_similarity_input_without_grad_may_change_in_place_before_backward():
+    # found by the fuzzer: the fused op kept x1 itself where torch's composite keeps x1 / ||x1||
+    # (a new tensor), so an in-place change of x1 stopped our backward and not torch's
+    def grad(lib, x1, x2):
+        cos = lib.nn.functional.cosine_similarity(x1, x2, 1)
+        x1.add_(1.0)
+        return lib.autograd.grad(cos.sum(), x2)[0]
+
+    x1, x2 = [[[0.3]], [[-1.2]], [[0.7]]], [[[0.5, -0.4], [1.1, 0.2], [-0.3, 0.9]]]
+    x2_tg, x2_t = pair(x2)
+    same(grad(tg, tg.tensor(x1, dtype=tg.float64), x2_tg), grad(torch, torch.tensor(x1, dtype=torch.float64), x2_t))
+
+
 def test_atan2_grads_where_the_squares_underflow_are_torchs():
     # found by the fuzzer: 0 / 0 made nan where torch's grad is 0 (the origin, x = 5e-324)
     def grads(lib, y, x):

@@ -381,23 +381,31 @@ class CosineSimilarity(Function):
     @staticmethod
     def forward(ctx, x1, x2, *, dim, eps):
         ctx.dim, ctx.eps = dim, eps
-        ctx.save_for_backward(x1, x2)
+        # an input whose grad is not wanted is kept as its unit vectors (a new tensor, as torch's
+        # composite keeps x / ||x||), so changing it in place afterwards does not stop backward
+        x1, x2 = torch.broadcast_tensors(x1, x2)
+        d1, d2 = ctx.needs_input_grad
+        ctx.save_for_backward(x1 if d1 else _units(x1, dim, eps)[0], x2 if d2 else _units(x2, dim, eps)[0])
         return F.cosine_similarity(x1, x2, dim, eps)
 
     @staticmethod
     def backward(ctx, g):
-        x1, x2 = torch.broadcast_tensors(*ctx.saved_tensors)
+        (x1, x2), (d1, d2) = ctx.saved_tensors, ctx.needs_input_grad
         dim, eps = ctx.dim, ctx.eps
-        n1, n2 = (torch.linalg.vector_norm(x, 2, dim, keepdim=True) for x in (x1, x2))
-        c1, c2 = n1.clamp(min=eps), n2.clamp(min=eps)
-        u1, u2 = x1 / c1, x2 / c2
+        (u1, n1, c1), (u2, n2, c2) = (_units(x, dim, eps) if d else (x, None, None) for x, d in ((x1, d1), (x2, d2)))
         cos = (u1 * u2).sum(dim, keepdim=True)
         g = g.unsqueeze(dim)
         # d cos / d x1 = (u2 - cos * x1 / n1) / c1, where x1 / n1 is 0 for n1 = 0 (torch's norm grad)
-        d1, d2 = ctx.needs_input_grad
         g1 = (u2 - cos * x1 / n1.masked_fill(n1 == 0, 1)).mul_(g / c1) if d1 else None
         g2 = (u1 - cos * x2 / n2.masked_fill(n2 == 0, 1)).mul_(g / c2) if d2 else None
         return g1, g2
+
+
+def _units(x, dim, eps):
+    """x / max(||x||, eps) along dim, with ||x|| and the clamped norm."""
+    n = torch.linalg.vector_norm(x, 2, dim, keepdim=True)
+    c = n.clamp(min=eps)
+    return x / c, n, c
 
 
 def cross_entropy_composite(logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
