@@ -408,7 +408,9 @@ def second_order(program, result):
     """Backward through the first-order grads themselves: a random weighted sum of them.
     (A first-order grad that does not depend on any input needs no graph here, where torch
     may still give it one: torch's second derivative is then zero, and so must ours be.)"""
-    pairs = [(o, t) for o, t in zip(*result) if o is not None and t is not None]
+    # as no value holding NaN or Inf is a root (backward_phase), neither is a first-order grad
+    # holding one: which second-order grads then come out nan is each formula's order
+    pairs = [(o, t) for o, t in zip(*result) if o is not None and t is not None and bool(t.detach().isfinite().all())]
     gen = program.gen()
     weights = [torch.randn(t.shape, dtype=torch.float64, generator=gen) for _, t in pairs]
     for leaf in program.leaves:
