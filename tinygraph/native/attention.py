@@ -4,6 +4,7 @@ tinygraph.ops.nn.attention_backward."""
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import torch
 
@@ -47,9 +48,15 @@ def _fits(q, k, v, *others):
         return False
     if any(t.shape != (*q.shape[:-1], Ev) for t in others):  # the output and its grad
         return False
-    lib = library()
-    block = ctypes.c_int.in_dll(lib, "attention_block").value if lib is not None else 1
-    return not (E % block or Ev % block or 0 in q.shape or 0 in k.shape)
+    lib = library()  # (none: the formula runs)
+    block = lib is not None and _block(lib)
+    return bool(block) and not (E % block or Ev % block or 0 in q.shape or 0 in k.shape)
+
+
+@functools.cache
+def _block(lib: ctypes.CDLL) -> int:
+    """The kernel's block width (attention.c's W): the head widths it covers are its multiples."""
+    return ctypes.c_int.in_dll(lib, "attention_block").value
 
 
 def _as_heads(t: torch.Tensor) -> torch.Tensor:
