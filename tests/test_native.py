@@ -22,6 +22,7 @@ from tinygraph.native import attention as native_attention
 from tinygraph.native import build
 from tinygraph.native import gelu as native_gelu
 from tinygraph.native import layer_norm as native_layer_norm
+from tinygraph.native import onednn
 from tinygraph.ops import elementwise as E
 from tinygraph.ops import nn as N
 from tinygraph.testing import use_composites
@@ -183,6 +184,7 @@ OPS = {
     "layer_norm": (lambda x, w, b: F.layer_norm(x, (40,), w, b), ((4, 9, 40), (40,), (40,))),
     "layer_norm, 2 dims, no weight": (lambda x: F.layer_norm(x, (9, 40)), ((4, 9, 40),)),
     "attention": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), ((2, 3, 9, 16),) * 3),
+    "linear": (lambda x, w, b: F.linear(x, w, b), ((4, 9, 40), (24, 40), (24,))),
 }
 
 
@@ -193,8 +195,9 @@ def test_the_ops_on_their_kernels_equal_the_formulas_and_the_composites(op, monk
     inputs = [tg.randn(*s, requires_grad=True) for s in shapes]
     v = tg.randn(*call(*inputs).shape)
     used = _spy(monkeypatch)
+    monkeypatch.setattr(native.settings, "onednn_products", 1)
     kernels = tg.grad(call(*inputs), inputs, v)
-    assert used == [True], "the op did not run its C kernel"
+    assert used and all(used), "the op did not run its kernel"
     monkeypatch.setattr(native.settings, "enabled", False)
     formulas = tg.grad(call(*inputs), inputs, v)
     with use_composites():
@@ -207,7 +210,7 @@ def test_the_ops_on_their_kernels_equal_the_formulas_and_the_composites(op, monk
 def _spy(monkeypatch):
     """A list to which each kernel run appends whether it covered its call."""
     used = []
-    for formula in (E.gelu_backward, N.layer_norm_backward, N.attention_backward):
+    for formula in (E.gelu_backward, N.layer_norm_backward, N.attention_backward, N.linear_product):
 
         def recording(*args, kernel=formula.native):
             out = kernel(*args)
@@ -222,6 +225,7 @@ def test_kernels_cover_only_float32_cpu_tensors_outside_compilation(monkeypatch)
     x = torch.randn(4, 8)
     assert native.covers(x, None, x)
     assert not native.covers(x, x.double())
+    assert not native.covers(x, tg.Tensor(x))  # a backward building a graph (create_graph) runs its formula
     assert not native.covers(x.to("meta"))
     assert native_gelu.gelu_backward(x.double(), x.double(), x.double(), "none") is NotImplemented
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
@@ -265,3 +269,57 @@ def test_the_sources_ship_with_the_package():
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["tinygraph"]
     for source in build.SOURCES.glob("*.[ch]"):
         assert any(fnmatch.fnmatch(f"native/{source.name}", p) for p in patterns), f"{source.name} is not package data"
+
+
+LINEAR = {  # x, weight and bias as the layer's forward and its backward's grad of x hand them over
+    "3 dims": (torch.randn(6, 5, 32), torch.randn(16, 32), None),
+    "bias": (torch.randn(6, 5, 32), torch.randn(16, 32), torch.randn(16)),
+    "expanded bias": (torch.randn(30, 32), torch.randn(16, 32), torch.randn(1).expand(16)),
+    "1 dim": (torch.randn(32), torch.randn(16, 32), torch.randn(16)),
+    "4 dims": (torch.randn(2, 3, 4, 32), torch.randn(16, 32), None),
+    "grad of x": (torch.randn(6, 5, 16), torch.randn(16, 32).mT, None),  # g, weight.mT
+    "x transposed": (torch.randn(32, 30).t(), torch.randn(16, 32), None),
+    "x every other row": (torch.randn(60, 32)[::2], torch.randn(16, 32), None),
+    "x expanded": (torch.randn(1, 32).expand(30, 32), torch.randn(16, 32), None),
+    "x permuted": (torch.randn(2, 32, 4, 3).permute(0, 2, 3, 1), torch.randn(16, 32), None),
+    "weight every other column": (torch.randn(30, 32), torch.randn(16, 64)[:, ::2], None),
+    "inf and nan": (torch.tensor([[1.0] * 31 + [float("inf")], [float("nan")] + [1.0] * 31]), torch.randn(16, 32), None),
+}
+
+
+@pytest.mark.parametrize("case", LINEAR)
+def test_the_onednn_product_equals_the_formula(case, threads, monkeypatch):
+    monkeypatch.setattr(native.settings, "onednn_products", 1)
+    x, weight, bias = LINEAR[case]
+    ours = onednn.linear(x, weight, bias)
+    assert ours is not NotImplemented
+    expected = N.linear_product.formula(x, weight, bias)
+    assert ours.shape == expected.shape
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_the_onednn_product_is_left_to_the_formula_where_it_does_not_pay_or_cannot_run(monkeypatch):
+    x, weight = torch.randn(768, 128), torch.randn(128, 128)
+    assert native.settings.onednn_products > 768 * 128 * 64  # a product this small: its set-up costs more
+    assert onednn.linear(x, weight[:64]) is NotImplemented
+    monkeypatch.setattr(native.settings, "onednn_products", 1)
+    assert onednn.linear(x, weight) is not NotImplemented
+    assert onednn.linear(x.double(), weight.double()) is NotImplemented
+    assert onednn.linear(torch.randn(5, 0), torch.randn(4, 0)) is NotImplemented  # (oneDNN refuses an empty sum)
+    assert onednn.linear(x, torch.randn(128)) is NotImplemented  # a weight of one dim
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # torch's own switch
+    assert onednn.linear(x, weight) is NotImplemented
+
+
+def test_a_linear_on_the_onednn_product_is_differentiated_twice_by_its_formula(monkeypatch):
+    monkeypatch.setattr(native.settings, "onednn_products", 1)
+    torch.manual_seed(0)
+    x, w = tg.randn(3, 5, 8, requires_grad=True), tg.randn(4, 8, requires_grad=True)
+    for enabled in (True, False):
+        monkeypatch.setattr(native.settings, "enabled", enabled)
+        gx, gw = tg.grad((F.linear(x, w) ** 2).sum(), (x, w), create_graph=True)
+        second = tg.grad((gx**2).sum() + (gw**2).sum(), (x, w))
+        if enabled:
+            ours = second
+    for a, b in zip(ours, second):
+        torch.testing.assert_close(a.data, b.data, rtol=1e-5, atol=1e-5)

@@ -1,4 +1,5 @@
-"""Hand-written C kernels for the fused ops' backward formulas, on CPU float32 tensors.
+"""Faster CPU kernels for formulas, on float32 tensors: hand-written C kernels for the fused
+ops' backward formulas, and oneDNN's matrix product for the linear layer's (onednn.py).
 
 Run eagerly, a fused op's backward formula (GELU's, layer norm's, attention's) is a chain of torch
 calls, each a pass over memory, most of them allocating. Here the same formula is one C
@@ -9,6 +10,7 @@ process, nothing resident beyond a small shared library.
     gelu.c / gelu.py               the backward of GELU, exact and tanh
     layer_norm.c / layer_norm.py   the backward of layer norm (gx, gw, gb)
     attention.c / attention.py     the backward of attention (gq, gk, gv), one head at a time
+    onednn.py                      not ours: the linear layer's products through oneDNN (faster than MKL's here)
     common.h                       what the kernels share: e^x, and splitting a loop among threads
     build.py                       compiling and caching the library
 
@@ -47,6 +49,7 @@ class Settings:
 
     enabled = not switched_off("TINYGRAPH_NATIVE")
     elements_per_thread = 16384  # below this many elements a thread costs more than it saves
+    onednn_products = 2**23  # below this many multiply-adds oneDNN's set-up costs more than its product saves (onednn.py)
 
 
 settings = Settings()
@@ -79,7 +82,8 @@ def covers(*tensors: torch.Tensor | None) -> bool:
         return False
     for t in tensors:
         if t is not None and (
-            t.dtype != torch.float32 or t.device.type != "cpu" or t.layout != torch.strided or t.is_neg()
+            not isinstance(t, torch.Tensor)  # a tinygraph Tensor: a backward that builds a graph
+            or t.dtype != torch.float32 or t.device.type != "cpu" or t.layout != torch.strided or t.is_neg()
         ):
             return False
     return True

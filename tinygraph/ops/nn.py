@@ -19,6 +19,7 @@ from ..compiled import compiled
 from ..function import Function, public, register
 from ..native import attention as native_attention
 from ..native import layer_norm as native_layer_norm
+from ..native import onednn
 from ..native import preferred
 from ..tensor import Tensor, require_one_dtype, unwrap
 from .reduce import normalize_dims
@@ -39,17 +40,23 @@ class Linear(Function):
     def forward(ctx, x, weight, bias=None):
         dx, dw, _ = ctx.needs_input_grad
         ctx.save_for_backward(x if dw else None, weight if dx else None)
-        return F.linear(x, weight, bias)
+        return linear_product(x, weight, bias)
 
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
         dx, dw, db = ctx.needs_input_grad
         rows = g.reshape(-1, g.shape[-1])  # every leading dim is a batch dim
-        gx = g @ weight if dx else None
+        gx = linear_product(g, weight.mT) if dx else None  # g @ weight
         gw = rows.mT @ x.reshape(-1, x.shape[-1]) if dw else None
         gb = rows.sum(0) if db else None
         return gx, gw, gb
+
+
+@preferred(onednn.linear)
+def linear_product(x, weight, bias=None):
+    """x @ weight.mT + bias: the linear layer's forward, and (as g @ (weight.mT).mT) its grad of x."""
+    return F.linear(x, weight, bias)
 
 
 @register("F.embedding")
