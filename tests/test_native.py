@@ -19,10 +19,9 @@ import tinygraph as tg
 import tinygraph.native as native
 import tinygraph.nn.functional as F
 from tinygraph.native import attention as native_attention
-from tinygraph.native import build
+from tinygraph.native import build, onednn
 from tinygraph.native import gelu as native_gelu
 from tinygraph.native import layer_norm as native_layer_norm
-from tinygraph.native import onednn
 from tinygraph.ops import elementwise as E
 from tinygraph.ops import nn as N
 from tinygraph.testing import use_composites
@@ -283,7 +282,11 @@ LINEAR = {  # x, weight and bias as the layer's forward and its backward's grad 
     "x expanded": (torch.randn(1, 32).expand(30, 32), torch.randn(16, 32), None),
     "x permuted": (torch.randn(2, 32, 4, 3).permute(0, 2, 3, 1), torch.randn(16, 32), None),
     "weight every other column": (torch.randn(30, 32), torch.randn(16, 64)[:, ::2], None),
-    "inf and nan": (torch.tensor([[1.0] * 31 + [float("inf")], [float("nan")] + [1.0] * 31]), torch.randn(16, 32), None),
+    "inf and nan": (
+        torch.tensor([[1.0] * 31 + [float("inf")], [float("nan")] + [1.0] * 31]),
+        torch.randn(16, 32),
+        None,
+    ),
 }
 
 

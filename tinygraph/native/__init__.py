@@ -49,7 +49,9 @@ class Settings:
 
     enabled = not switched_off("TINYGRAPH_NATIVE")
     elements_per_thread = 16384  # below this many elements a thread costs more than it saves
-    onednn_products = 2**23  # below this many multiply-adds oneDNN's set-up costs more than its product saves (onednn.py)
+    onednn_products = (
+        2**23
+    )  # below this many multiply-adds oneDNN's set-up costs more than its product saves (onednn.py)
 
 
 settings = Settings()
@@ -83,7 +85,10 @@ def covers(*tensors: torch.Tensor | None) -> bool:
     for t in tensors:
         if t is not None and (
             not isinstance(t, torch.Tensor)  # a tinygraph Tensor: a backward that builds a graph
-            or t.dtype != torch.float32 or t.device.type != "cpu" or t.layout != torch.strided or t.is_neg()
+            or t.dtype != torch.float32
+            or t.device.type != "cpu"
+            or t.layout != torch.strided
+            or t.is_neg()
         ):
             return False
     return True

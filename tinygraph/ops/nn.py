@@ -19,8 +19,7 @@ from ..compiled import compiled
 from ..function import Function, public, register
 from ..native import attention as native_attention
 from ..native import layer_norm as native_layer_norm
-from ..native import onednn
-from ..native import preferred
+from ..native import onednn, preferred
 from ..tensor import Tensor, require_one_dtype, unwrap
 from .reduce import normalize_dims
 from .shape import Stack
