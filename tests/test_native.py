@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import tinygraph as tg
 import tinygraph.native as native
@@ -24,6 +25,7 @@ from tinygraph.native import gelu as native_gelu
 from tinygraph.native import layer_norm as native_layer_norm
 from tinygraph.ops import elementwise as E
 from tinygraph.ops import nn as N
+from tinygraph.tensor import stacked_view
 from tinygraph.testing import use_composites
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,6 +130,48 @@ def test_an_attention_input_that_is_not_finite_gets_the_formulas_grads(where, va
     assert native_attention.attention_backward(*args) is NotImplemented
     for a, b in zip(N.attention_backward(*args)[:3], N.attention_backward.formula(*args)[:3]):
         torch.testing.assert_close(a, b, equal_nan=True)
+
+
+def test_the_heads_of_a_projection_get_their_grads_in_one_buffer_that_unbind_joins_without_a_copy(threads, monkeypatch):
+    torch.manual_seed(0)
+    B, T, H, E = 2, 33, 4, 16
+    x = tg.randn(B, T, 3 * H * E, requires_grad=True)
+    g = tg.randn(B, H, T, E)
+
+    def grad_of_x():
+        q, k, v = x.unflatten(-1, (3, H, E)).permute(2, 0, 3, 1, 4).unbind(0)  # as the layer makes them
+        return tg.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True), x, g)[0].data
+
+    ops = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        ours = grad_of_x()
+    assert not {"bmm", "stack", "cat", "copy_", "clone"} & set(ops)  # the kernel ran, and nothing was copied
+    monkeypatch.setattr(native.settings, "enabled", False)
+    torch.testing.assert_close(ours, grad_of_x(), rtol=1e-5, atol=1e-6)
+
+
+def test_stacked_view_joins_only_slices_of_one_tensor():
+    base = torch.randn(4, 3, 5)
+    for dim in (0, 1, -1):
+        pieces = base.unbind(dim)
+        joined = stacked_view(pieces, dim)
+        assert (
+            joined is not None
+            and torch.equal(joined, torch.stack(pieces, dim))
+            and joined.data_ptr() == base.data_ptr()
+        )
+    flat = torch.randn(10)
+    assert stacked_view((flat[0:4], flat[1:5]), 0) is None  # overlapping slices
+    assert stacked_view((flat[0:4], flat[0:4]), 0) is None  # one slice twice
+    assert stacked_view((flat[0:4], flat[4:8].clone()), 0) is None  # two storages
+    assert stacked_view((flat[0:4], flat[4:8], flat[7:10]), 0) is None  # uneven steps, shapes
+    assert stacked_view((tg.Tensor(flat[0:4]), tg.Tensor(flat[4:8])), 0) is None  # a graph is being built
 
 
 def test_the_attention_kernel_declines_what_it_does_not_cover(threads):
@@ -282,6 +326,7 @@ LINEAR = {  # x, weight and bias as the layer's forward and its backward's grad 
     "x expanded": (torch.randn(1, 32).expand(30, 32), torch.randn(16, 32), None),
     "x permuted": (torch.randn(2, 32, 4, 3).permute(0, 2, 3, 1), torch.randn(16, 32), None),
     "weight every other column": (torch.randn(30, 32), torch.randn(16, 64)[:, ::2], None),
+    "tied weight": (torch.randn(30, 32), torch.randn(32, 16).T, None),
     "inf and nan": (
         torch.tensor([[1.0] * 31 + [float("inf")], [float("nan")] + [1.0] * 31]),
         torch.randn(16, 32),
@@ -310,6 +355,11 @@ def test_the_onednn_product_is_left_to_the_formula_where_it_does_not_pay_or_cann
     assert onednn.linear(x.double(), weight.double()) is NotImplemented
     assert onednn.linear(torch.randn(5, 0), torch.randn(4, 0)) is NotImplemented  # (oneDNN refuses an empty sum)
     assert onednn.linear(x, torch.randn(128)) is NotImplemented  # a weight of one dim
+    assert onednn.linear(x, torch.randn(128, 64)) is NotImplemented  # a mismatch: torch's own error says so
+    for bias in (torch.tensor(1.5), torch.randn(1), torch.randn(768, 128)):  # oneDNN drops or refuses these
+        assert onednn.linear(x, weight, bias) is NotImplemented
+    overlapping = torch.randn(128 + 127).unfold(0, 128, 1)  # row i starts one element past row i - 1
+    assert onednn.linear(x, overlapping) is NotImplemented  # (oneDNN refuses its strides)
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # torch's own switch
     assert onednn.linear(x, weight) is NotImplemented
 
@@ -326,3 +376,21 @@ def test_a_linear_on_the_onednn_product_is_differentiated_twice_by_its_formula(m
             ours = second
     for a, b in zip(ours, second):
         torch.testing.assert_close(a.data, b.data, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias_shape", [(), (1,), (1, 24), (8, 24), (8, 1)], ids=str)
+@pytest.mark.parametrize("onednn_on", [True, False], ids=["oneDNN", "formula"])
+def test_a_linear_takes_every_bias_that_broadcasts_as_torchs_does(bias_shape, onednn_on, monkeypatch):
+    monkeypatch.setattr(native.settings, "onednn_products", 1 if onednn_on else 2**62)
+    torch.manual_seed(0)
+    x, w, b = torch.randn(8, 16, dtype=torch.float64), torch.randn(24, 16), torch.randn(bias_shape)
+    x = x.float()
+    ours = [tg.Tensor(t.clone(), requires_grad=True) for t in (x, w, b)]
+    theirs = [t.clone().requires_grad_() for t in (x, w, b)]
+    out = F.linear(*ours)
+    expected = torch.nn.functional.linear(*theirs)
+    torch.testing.assert_close(out.data, expected.detach())
+    (out * out).sum().backward()
+    (expected * expected).sum().backward()
+    for a, t in zip(ours, theirs):
+        torch.testing.assert_close(a.grad.data, t.grad, rtol=1e-5, atol=1e-5)

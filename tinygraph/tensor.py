@@ -59,6 +59,45 @@ def empty_in_order(shape: Any, order: list[int], like: torch.Tensor) -> torch.Te
     return like.new_empty([shape[d] for d in order]).permute([order.index(d) for d in range(len(shape))])
 
 
+def stacked_view(tensors: Any, dim: int) -> torch.Tensor | None:
+    """`torch.stack(tensors, dim)` as a view of their own memory, where they are slices of one
+    tensor along a dim (one storage, one shape and strides, each a fixed step past the one
+    before, no element shared): as the grads of a QKV projection's heads are when attention's
+    kernel wrote them. None where they are not, and for anything but plain torch.Tensors
+    outside torch.compile (whose tensors have no addresses to compare)."""
+    first = tensors[0]
+    if len(tensors) < 2 or torch.compiler.is_compiling() or type(first) is not torch.Tensor:
+        return None
+    step = tensors[1].storage_offset() - first.storage_offset()
+    where = first.untyped_storage().data_ptr()
+    for i, t in enumerate(tensors):
+        if not (
+            type(t) is torch.Tensor
+            and t.shape == first.shape
+            and t.stride() == first.stride()
+            and t.dtype == first.dtype
+            and t.storage_offset() == first.storage_offset() + i * step
+            and t.untyped_storage().data_ptr() == where
+        ):
+            return None
+    dim %= first.ndim + 1
+    shape = (*first.shape[:dim], len(tensors), *first.shape[dim:])
+    strides = (*first.stride()[:dim], step, *first.stride()[dim:])
+    return None if overlaps(shape, strides) else first.as_strided(shape, strides, first.storage_offset())
+
+
+def overlaps(shape: Any, strides: Any) -> bool:
+    """Whether two elements of a tensor of this shape and these strides share memory (an
+    expanded dim, unfolded windows)."""
+    reach = 1  # how far the dims with smaller strides reach: the next stride must pass it
+    for size, stride in sorted(zip(shape, strides), key=lambda p: p[1]):
+        if size > 1:
+            if stride < reach:
+                return True
+            reach += stride * (size - 1)
+    return False
+
+
 def unwrap(value: Any) -> Any:
     """Tensors (also inside tuples and lists) as their torch data; anything else as it is."""
     if isinstance(value, Tensor):

@@ -23,7 +23,7 @@ against it, and the op against its composite, both ways.
 Building: the first covered call compiles every .c file here into one shared library with
 the machine's C compiler, in about a third of a second, cached for later processes
 (build.py says where and how). Where that fails (no compiler, say) a warning says so once
-and the formulas run. `TINYGRAPH_NATIVE=0` switches the kernels off.
+and the formulas run. `TINYGRAPH_NATIVE=0` switches the kernels off, oneDNN's product too.
 
 Threads: torch's count (`torch.get_num_threads()`), fewer for small tensors, through the
 OpenMP runtime torch has loaded (single-threaded where the library could not join it).
@@ -45,13 +45,13 @@ from . import build
 
 
 class Settings:
-    """When the C kernels run (see the module docstring); change at will."""
+    """When the kernels here run, the C ones and oneDNN's product (see the module docstring);
+    change at will."""
 
     enabled = not switched_off("TINYGRAPH_NATIVE")
     elements_per_thread = 16384  # below this many elements a thread costs more than it saves
-    onednn_products = (
-        2**23
-    )  # below this many multiply-adds oneDNN's set-up costs more than its product saves (onednn.py)
+    # below this many multiply-adds oneDNN's set-up costs more than its faster product saves (onednn.py)
+    onednn_products = 2**23
 
 
 settings = Settings()
@@ -75,10 +75,11 @@ def preferred(kernel: Callable) -> Callable:
     return wrap
 
 
-def covers(*tensors: torch.Tensor | None) -> bool:
+def covers(*tensors: Any) -> bool:
     """Whether the kernels may run on these tensors: switched on, not inside a torch.compile
     (its tracer cannot follow a ctypes call), and every tensor (`None`s skipped) a dense float32
-    one on the CPU whose memory holds its values (no lazy negation, which `.contiguous()` keeps).
+    torch.Tensor on the CPU whose memory holds its values (no lazy negation, which `.contiguous()`
+    keeps); not a tinygraph Tensor, which a backward building a graph (create_graph) hands over.
     Whether the library could be built is `function`'s to say."""
     if not settings.enabled or torch.compiler.is_compiling():
         return False
