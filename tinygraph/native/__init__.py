@@ -87,7 +87,7 @@ def covers(*tensors: Any) -> bool:
         if t is not None and (
             not isinstance(t, torch.Tensor)  # a tinygraph Tensor: a backward that builds a graph
             or t.dtype != torch.float32
-            or t.device.type != "cpu"
+            or not t.is_cpu
             or t.layout != torch.strided
             or t.is_neg()
         ):

@@ -24,13 +24,13 @@ from . import covers, settings
 def linear(x, weight, bias=None):
     """x @ weight.mT + bias through oneDNN; NotImplemented where the formula should run."""
     if not (
-        covers(x, weight, bias)
-        and weight.ndim == 2
+        weight.ndim == 2
         and x.ndim >= 1
+        and x.numel() * weight.shape[0] >= settings.onednn_products  # (first: most small calls stop here)
+        and covers(x, weight, bias)
         and x.shape[-1] == weight.shape[1]  # (a mismatch: the formula says so in torch's words)
         and (bias is None or bias.shape == weight.shape[:1])  # (oneDNN drops a 0-d bias, refuses others)
         and not overlaps(weight.shape, weight.stride())  # (it refuses unfolded rows)
-        and x.numel() * weight.shape[0] >= settings.onednn_products
         and _available()
         and torch.backends.mkldnn.enabled  # (torch's own switch for oneDNN)
     ):
