@@ -580,6 +580,23 @@ def test_register_hook_sees_and_replaces_grads_as_torchs_does():
     same(x.grad, xt.grad)
 
 
+def test_a_grad_a_hook_was_handed_is_not_changed_by_a_later_backward():
+    # the leaf's grad is accumulated in place from the second backward on: it must not be
+    # the very tensor a hook kept (a Linear's bias gets its output's grad itself when they
+    # have one shape; the review found a kept grad doubled)
+    x, w, b, c = tg.randn(16), tg.randn(24, 16, requires_grad=True), tg.randn(24, requires_grad=True), tg.randn(24)
+    kept_by_output, kept_by_leaf = [], []
+    b.register_hook(lambda g: kept_by_leaf.append(g))
+    for i in range(2):
+        out = tg.nn.functional.linear(x, w, b)
+        if i == 0:
+            out.register_hook(lambda g: kept_by_output.append(g))
+        (out * c).sum().backward()
+    same(kept_by_output[0], c.data)
+    same(kept_by_leaf[0], c.data)
+    same(b.grad, c.data * 2)
+
+
 def test_backward_with_inputs_fills_only_those():
     x, xt = pair([1.0, 2.0])
     w, wt = pair([3.0, 4.0])

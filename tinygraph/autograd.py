@@ -290,6 +290,7 @@ def _run_hooks(node: Node, g: Any, shared: set[int]) -> Any:
     for slot, hook in node._hooks:
         if grads[slot] is None:
             continue
+        shared.add(id(grads[slot]))  # the hook may keep what it was handed
         new = hook(_as_tensor(grads[slot]))
         if new is not None:
             grads[slot] = new if isinstance(grads[slot], Tensor) else new.data
@@ -427,7 +428,8 @@ class _LeafSinks:
         g = self.gathered.pop(leaf, None)
         if g is not None:
             hooked = _hooked(leaf, g) if leaf._pre_hooks else g
-            _accumulate(leaf, hooked, shared=hooked is not g or id(g) in self.shared)
+            # (a hook may keep what it was handed, or what it returned: either is then held twice)
+            _accumulate(leaf, hooked, shared=bool(leaf._pre_hooks) or id(g) in self.shared)
         if leaf.grad is not None:
             for hook in leaf._post_hooks or ():
                 hook(leaf)
