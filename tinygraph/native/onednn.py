@@ -4,11 +4,11 @@
 Why another library for the same product: at a language model's shapes oneDNN's product
 is the faster one where it generates AVX-512 code and MKL does not (MKL keeps to generic or
 AVX2 kernels on AMD processors): 5-35% faster on the AMD EPYC where tinygraph is
-benchmarked, more the larger the product (docs/performance.md). A call costs ~20 us more to set up, so products
-of fewer than `settings.onednn_products` multiply-adds stay with MKL. It serves the
-forward (x @ weight.mT + bias) and the backward's grad of x (g @ weight, as g @ (weight.mT).mT);
-not the grad of the weight (g.mT @ x), whose operands both run along the summed dimension,
-where oneDNN's product was slower than MKL's.
+benchmarked, more the larger the product (docs/performance.md). A call costs ~20 us more
+to set up, so products of fewer than `settings.onednn_products` multiply-adds stay with
+MKL. It serves the forward (x @ weight.mT + bias) and the backward's grad of x (g @ weight,
+as g @ (weight.mT).mT); not the grad of the weight (g.mT @ x), whose operands both run
+along the summed dimension, where oneDNN's product was slower than MKL's.
 """
 
 from __future__ import annotations
