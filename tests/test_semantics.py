@@ -597,6 +597,18 @@ def test_a_grad_a_hook_was_handed_is_not_changed_by_a_later_backward():
     same(b.grad, c.data * 2)
 
 
+def test_prelu_second_order_at_the_kink_is_torchs_where_torchs_is_its_own_derivative():
+    # the fuzzer's find: at x = 0 the slope's grad g * x is 0 on both sides; its derivative in
+    # x there is the right side's, 0, in torch (it was g in ours)
+    x, xt = pair([0.0, -0.0, -1.0, 2.0])
+    w, wt = pair([0.3])
+    g = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    (gw,) = tg.grad(F.prelu(x, w), [w], tg.Tensor(g), create_graph=True)
+    (gwt,) = torch.autograd.grad(torch.nn.functional.prelu(xt, wt), [wt], g, create_graph=True)
+    same(gw, gwt)
+    same(tg.grad(gw.sum(), [x])[0], torch.autograd.grad(gwt.sum(), [xt])[0])
+
+
 def test_backward_with_inputs_fills_only_those():
     x, xt = pair([1.0, 2.0])
     w, wt = pair([3.0, 4.0])

@@ -331,8 +331,13 @@ class Prelu(Function):
     def backward(ctx, g):
         x, slope = ctx.saved_tensors
         dx, dslope = ctx.needs_input_grad
+        # At x = 0 (the kink) torch's first-order grads take the negative side (g * slope, and
+        # g * x = 0) and its second-order ones the positive side (derivatives.yaml: x >= 0):
+        # the masks are x >= 0, and at x = 0 a constant brings gx to g * slope.
         gx = g.where(x > 0, g * slope) if dx else None
-        return gx, ((g * x).masked_fill(x > 0, 0) if dslope else None)
+        # (masked where x >= 0, though g * x is 0 at x = 0 either way: in a second-order pass its
+        # derivative at the kink is then 0, the right side's, as torch's)
+        return gx, ((g * x).masked_fill(x >= 0, 0) if dslope else None)
 
 
 @public("F.softsign")
