@@ -609,6 +609,20 @@ def test_prelu_second_order_at_the_kink_is_torchs_where_torchs_is_its_own_deriva
     same(tg.grad(gw.sum(), [x])[0], torch.autograd.grad(gwt.sum(), [xt])[0])
 
 
+def test_unbinds_backward_copies_grads_it_did_not_make_as_torchs_does():
+    # (it joins by a view only the slices a kernel wrote into a buffer of its own: the review
+    # found a hook's in-place change reaching the caller's gradient through stack and unbind)
+    x = tg.randn(3, 4, requires_grad=True)
+    x.register_hook(lambda g: g.mul_(2))
+    given = torch.randn(3, 4)
+    kept = given.clone()
+    tg.stack(x.unbind(0), 0).backward(given)
+    same(given, kept)
+    same(x.grad, kept * 2)
+    (g,) = tg.grad(tg.stack(x.unbind(1), 1), [x], given)
+    assert not shares_memory(g, tg.Tensor(given))
+
+
 def test_backward_with_inputs_fills_only_those():
     x, xt = pair([1.0, 2.0])
     w, wt = pair([3.0, 4.0])

@@ -8,6 +8,7 @@ names the methods and functions it provides, next to its forward and backward.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -59,12 +60,31 @@ def empty_in_order(shape: Any, order: list[int], like: torch.Tensor) -> torch.Te
     return like.new_empty([shape[d] for d in order]).permute([order.index(d) for d in range(len(shape))])
 
 
+# buffers made by joinable_empty, by id (torch.Tensor's == is elementwise): gone with them
+_JOINABLE: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
+
+
+def joinable_empty(shape: Any, order: list[int], like: torch.Tensor) -> torch.Tensor:
+    """`empty_in_order`, for a kernel that writes several grads as slices of it (split off
+    by `unbind`): unbind's backward may then join them by a view, as no one else holds this
+    memory (`joinable`). Grads from anywhere else are stacked, a copy, as torch's are."""
+    t = empty_in_order(shape, order, like)
+    _JOINABLE[id(t._base)] = t._base
+    return t
+
+
+def joinable(t: Any) -> bool:
+    """Whether `t` is a view of a buffer made by `joinable_empty`."""
+    base = getattr(t, "_base", None) if type(t) is torch.Tensor else None
+    return base is not None and _JOINABLE.get(id(base)) is base
+
+
 def stacked_view(tensors: Any, dim: int) -> torch.Tensor | None:
     """`torch.stack(tensors, dim)` as a view of their own memory, where they are slices of one
     tensor along a dim (one storage, one shape and strides, each a fixed step past the one
-    before, no element shared): as the grads of a QKV projection's heads are when attention's
-    kernel wrote them. None where they are not, and for anything but plain torch.Tensors
-    outside torch.compile (whose tensors have no addresses to compare)."""
+    before, no element shared): as q, k and v are, split off a QKV projection. None where they
+    are not, and for anything but plain torch.Tensors outside torch.compile (whose tensors have
+    no addresses to compare)."""
     first = tensors[0]
     if len(tensors) < 2 or torch.compiler.is_compiling() or type(first) is not torch.Tensor:
         return None

@@ -8,7 +8,7 @@ import functools
 
 import torch
 
-from ..tensor import empty_in_order, memory_order, stacked_view
+from ..tensor import empty_in_order, joinable_empty, memory_order, stacked_view
 from . import covers, function, library, pointer, threads
 
 
@@ -26,7 +26,7 @@ def attention_backward(g, q, k, v, out, attn_mask, keep, is_causal, scale, dropo
     joint = stacked_view((q, k, v), 0)
     if joint is not None:  # q, k and v: slices of one projection; their grads are slices of one
         # buffer laid out as it, which unbind's backward joins for free
-        grads = tuple(empty_in_order(joint.shape, memory_order(joint), q).unbind(0))
+        grads = tuple(joinable_empty(joint.shape, memory_order(joint), q).unbind(0))
     else:
         grads = tuple(empty_in_order(t.shape, memory_order(t), t) for t in (q, k, v))  # as the heads lie
     views = [_as_heads(t) for t in (q, k, v, out, g, *grads)]

@@ -8,7 +8,7 @@ import torch
 
 from ..function import Function, public, register
 from ..indexing import is_advanced, normalize_index
-from ..tensor import Tensor, memory_order, require_one_dtype, stacked_view, unwrap
+from ..tensor import Tensor, joinable, memory_order, require_one_dtype, stacked_view, unwrap
 from .reduce import normalize_dims
 
 
@@ -314,11 +314,11 @@ class Unbind(Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        # grads that are slices of one buffer already (attention's kernel writes q, k and v's
-        # so) are joined by a view; others are stacked as x lies in memory: unbinding a
+        # grads that a kernel wrote as slices of one buffer of its own (attention's, for q, k
+        # and v) are joined by a view; others are stacked as x lies in memory: unbinding a
         # permuted view (q, k, v of a projection's heads) gets a grad whose way back through
         # the permute is free
-        joined = stacked_view(grads, ctx.dim)
+        joined = stacked_view(grads, ctx.dim) if joinable(grads[0]) else None
         return joined if joined is not None else Stack.apply(*grads, dim=ctx.dim, order=ctx.order)
 
 
