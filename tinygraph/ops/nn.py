@@ -45,9 +45,9 @@ class Linear(Function):
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
         dx, dw, db = ctx.needs_input_grad
-        rows = g.reshape(-1, g.shape[-1])  # every leading dim is a batch dim
         gx = linear_product(g, weight.mT) if dx else None  # g @ weight
-        gw = rows.mT @ x.reshape(-1, x.shape[-1]) if dw else None
+        # every leading dim is a batch dim: the rows of g and x, summed over in one product
+        gw = g.reshape(-1, g.shape[-1]).mT @ x.reshape(-1, x.shape[-1]) if dw else None
         return gx, gw, g if db else None  # (the engine sums g to the bias's shape, whichever broadcasts)
 
 
