@@ -20,9 +20,10 @@ import tinygraph as tg
 import tinygraph.native as native
 import tinygraph.nn.functional as F
 from tinygraph.native import attention as native_attention
-from tinygraph.native import build, onednn
+from tinygraph.native import build
 from tinygraph.native import gelu as native_gelu
 from tinygraph.native import layer_norm as native_layer_norm
+from tinygraph.native import matmul as native_matmul
 from tinygraph.ops import elementwise as E
 from tinygraph.ops import nn as N
 from tinygraph.tensor import stacked_view
@@ -238,7 +239,8 @@ def test_the_ops_on_their_kernels_equal_the_formulas_and_the_composites(op, monk
     inputs = [tg.randn(*s, requires_grad=True) for s in shapes]
     v = tg.randn(*call(*inputs).shape)
     used = _spy(monkeypatch)
-    monkeypatch.setattr(native.settings, "onednn_products", 1)
+    monkeypatch.setattr(native.settings, "matmul_products", 1)
+    monkeypatch.setattr(native_matmul, "_tuned", lambda: True)
     kernels = tg.grad(call(*inputs), inputs, v)
     assert used and all(used), "the op did not run its kernel"
     monkeypatch.setattr(native.settings, "enabled", False)
@@ -253,7 +255,7 @@ def test_the_ops_on_their_kernels_equal_the_formulas_and_the_composites(op, monk
 def _spy(monkeypatch):
     """A list to which each kernel run appends whether it covered its call."""
     used = []
-    for formula in (E.gelu_backward, N.layer_norm_backward, N.attention_backward, N.linear_product):
+    for formula in (E.gelu_backward, N.layer_norm_backward, N.attention_backward, N.linear_product, N.linear_weight_grad):
 
         def recording(*args, kernel=formula.native):
             out = kernel(*args)
@@ -314,6 +316,14 @@ def test_the_sources_ship_with_the_package():
         assert any(fnmatch.fnmatch(f"native/{source.name}", p) for p in patterns), f"{source.name} is not package data"
 
 
+@pytest.fixture
+def products(monkeypatch, built):
+    """The linear layer's product kernel on every product, on any machine (not only where its
+    block sizes were measured: the loop is right everywhere)."""
+    monkeypatch.setattr(native.settings, "matmul_products", 1)
+    monkeypatch.setattr(native_matmul, "_tuned", lambda: True)
+
+
 LINEAR = {  # x, weight and bias as the layer's forward and its backward's grad of x hand them over
     "3 dims": (torch.randn(6, 5, 32), torch.randn(16, 32), None),
     "bias": (torch.randn(6, 5, 32), torch.randn(16, 32), torch.randn(16)),
@@ -327,6 +337,9 @@ LINEAR = {  # x, weight and bias as the layer's forward and its backward's grad 
     "x permuted": (torch.randn(2, 32, 4, 3).permute(0, 2, 3, 1), torch.randn(16, 32), None),
     "weight every other column": (torch.randn(30, 32), torch.randn(16, 64)[:, ::2], None),
     "tied weight": (torch.randn(30, 32), torch.randn(32, 16).T, None),
+    "overlapping weight rows": (torch.randn(30, 32), torch.randn(16 + 31).unfold(0, 32, 1), None),
+    "edge blocks and chunks": (torch.randn(37, 1100), torch.randn(45, 1100), torch.randn(45)),  # not whole blocks
+    "one column": (torch.randn(9, 7), torch.randn(1, 7), None),
     "inf and nan": (
         torch.tensor([[1.0] * 31 + [float("inf")], [float("nan")] + [1.0] * 31]),
         torch.randn(16, 32),
@@ -336,36 +349,56 @@ LINEAR = {  # x, weight and bias as the layer's forward and its backward's grad 
 
 
 @pytest.mark.parametrize("case", LINEAR)
-def test_the_onednn_product_equals_the_formula(case, threads, monkeypatch):
-    monkeypatch.setattr(native.settings, "onednn_products", 1)
+def test_the_linear_products_equal_their_formulas(case, threads, products):
     x, weight, bias = LINEAR[case]
-    ours = onednn.linear(x, weight, bias)
+    ours = native_matmul.linear(x, weight, bias)
     assert ours is not NotImplemented
     expected = N.linear_product.formula(x, weight, bias)
     assert ours.shape == expected.shape
-    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
+    # float32 sums in another order: their difference grows as the root of the terms summed
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5 * x.shape[-1] ** 0.5, equal_nan=True)
+    # the weight's grad, from a grad of the output laid out as x is (its leading dims, any strides)
+    g = torch.randn_like(expected.mT).mT if expected.ndim > 1 else torch.randn_like(expected)
+    ours = native_matmul.weight_grad(g, x)
+    assert ours is not NotImplemented
+    expected = N.linear_weight_grad.formula(g, x)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5 * (x.numel() / x.shape[-1]) ** 0.5, equal_nan=True)
 
 
-def test_the_onednn_product_is_left_to_the_formula_where_it_does_not_pay_or_cannot_run(monkeypatch):
+def test_the_linear_products_do_not_depend_on_the_thread_count(products):
+    torch.manual_seed(0)
+    x, weight, g = torch.randn(300, 700), torch.randn(90, 700), torch.randn(300, 90)
+    runs = []
+    for count in (1, 2, 3):
+        torch.set_num_threads(count)
+        runs.append((native_matmul.linear(x, weight), native_matmul.weight_grad(g, x)))
+    torch.set_num_threads(1)
+    for run in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], run))  # every sum in one order
+
+
+def test_the_linear_products_are_left_to_the_formulas_where_they_do_not_pay_or_cannot_run(monkeypatch, built):
     x, weight = torch.randn(768, 128), torch.randn(128, 128)
-    assert native.settings.onednn_products > 768 * 128 * 64  # a product this small: its set-up costs more
-    assert onednn.linear(x, weight[:64]) is NotImplemented
-    monkeypatch.setattr(native.settings, "onednn_products", 1)
-    assert onednn.linear(x, weight) is not NotImplemented
-    assert onednn.linear(x.double(), weight.double()) is NotImplemented
-    assert onednn.linear(torch.randn(5, 0), torch.randn(4, 0)) is NotImplemented  # (oneDNN refuses an empty sum)
-    assert onednn.linear(x, torch.randn(128)) is NotImplemented  # a weight of one dim
-    assert onednn.linear(x, torch.randn(128, 64)) is NotImplemented  # a mismatch: torch's own error says so
-    for bias in (torch.tensor(1.5), torch.randn(1), torch.randn(768, 128)):  # oneDNN drops or refuses these
-        assert onednn.linear(x, weight, bias) is NotImplemented
-    overlapping = torch.randn(128 + 127).unfold(0, 128, 1)  # row i starts one element past row i - 1
-    assert onednn.linear(x, overlapping) is NotImplemented  # (oneDNN refuses its strides)
-    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # torch's own switch
-    assert onednn.linear(x, weight) is NotImplemented
+    assert native.settings.matmul_products > 768 * 128 * 64  # a product this small: the call costs more
+    assert native_matmul.linear(x, weight[:64]) is NotImplemented
+    assert native_matmul.weight_grad(x[:, :64], x) is NotImplemented
+    monkeypatch.setattr(native_matmul, "_tuned", lambda: False)  # a machine the loop was not measured on
+    assert native_matmul.linear(x, weight) is NotImplemented
+    monkeypatch.setattr(native_matmul, "_tuned", lambda: True)
+    monkeypatch.setattr(native.settings, "matmul_products", 1)
+    assert native_matmul.linear(x, weight) is not NotImplemented
+    assert native_matmul.linear(x.double(), weight.double()) is NotImplemented
+    assert native_matmul.weight_grad(x.double(), x.double()) is NotImplemented
+    assert native_matmul.linear(tg.Tensor(x), weight) is NotImplemented  # a backward building a graph
+    assert native_matmul.linear(torch.randn(5, 0), torch.randn(4, 0)) is NotImplemented  # an empty product
+    assert native_matmul.linear(x, torch.randn(128)) is NotImplemented  # a weight of one dim
+    assert native_matmul.linear(x, torch.randn(128, 64)) is NotImplemented  # a mismatch: torch's own error says so
+    assert native_matmul.weight_grad(x, x[:5]) is NotImplemented  # rows that do not pair up: the same
+    for bias in (torch.tensor(1.5), torch.randn(1), torch.randn(768, 128)):  # broadcast biases: the formula's
+        assert native_matmul.linear(x, weight, bias) is NotImplemented
 
 
-def test_a_linear_on_the_onednn_product_is_differentiated_twice_by_its_formula(monkeypatch):
-    monkeypatch.setattr(native.settings, "onednn_products", 1)
+def test_a_linear_on_the_product_kernel_is_differentiated_twice_by_its_formula(products, monkeypatch):
     torch.manual_seed(0)
     x, w = tg.randn(3, 5, 8, requires_grad=True), tg.randn(4, 8, requires_grad=True)
     for enabled in (True, False):
@@ -379,9 +412,10 @@ def test_a_linear_on_the_onednn_product_is_differentiated_twice_by_its_formula(m
 
 
 @pytest.mark.parametrize("bias_shape", [(), (1,), (1, 24), (8, 24), (8, 1)], ids=str)
-@pytest.mark.parametrize("onednn_on", [True, False], ids=["oneDNN", "formula"])
-def test_a_linear_takes_every_bias_that_broadcasts_as_torchs_does(bias_shape, onednn_on, monkeypatch):
-    monkeypatch.setattr(native.settings, "onednn_products", 1 if onednn_on else 2**62)
+@pytest.mark.parametrize("kernel_on", [True, False], ids=["kernel", "formula"])
+def test_a_linear_takes_every_bias_that_broadcasts_as_torchs_does(bias_shape, kernel_on, monkeypatch, built):
+    monkeypatch.setattr(native.settings, "matmul_products", 1 if kernel_on else 2**62)
+    monkeypatch.setattr(native_matmul, "_tuned", lambda: True)
     torch.manual_seed(0)
     x, w, b = torch.randn(8, 16, dtype=torch.float64), torch.randn(24, 16), torch.randn(bias_shape)
     x = x.float()

@@ -1,5 +1,5 @@
 """Faster CPU kernels for formulas, on float32 tensors: hand-written C kernels for the fused
-ops' backward formulas, and oneDNN's matrix product for the linear layer's (onednn.py).
+ops' backward formulas and for the linear layer's matrix products.
 
 Run eagerly, a fused op's backward formula (GELU's, layer norm's, attention's) is a chain of torch
 calls, each a pass over memory, most of them allocating. Here the same formula is one C
@@ -10,7 +10,7 @@ process, nothing resident beyond a small shared library.
     gelu.c / gelu.py               the backward of GELU, exact and tanh
     layer_norm.c / layer_norm.py   the backward of layer norm (gx, gw, gb)
     attention.c / attention.py     the backward of attention (gq, gk, gv), one head at a time
-    onednn.py                      not ours: the linear layer's products through oneDNN (faster than MKL's here)
+    matmul.c / matmul.py           the linear layer's products: forward, grad of x, grad of weight
     common.h                       what the kernels share: e^x, and splitting a loop among threads
     build.py                       compiling and caching the library
 
@@ -23,7 +23,7 @@ against it, and the op against its composite, both ways.
 Building: the first covered call compiles every .c file here into one shared library with
 the machine's C compiler, in about a third of a second, cached for later processes
 (build.py says where and how). Where that fails (no compiler, say) a warning says so once
-and the formulas run. `TINYGRAPH_NATIVE=0` switches the kernels off, oneDNN's product too.
+and the formulas run. `TINYGRAPH_NATIVE=0` switches the kernels off.
 
 Threads: torch's count (`torch.get_num_threads()`), fewer for small tensors, through the
 OpenMP runtime torch has loaded (single-threaded where the library could not join it).
@@ -45,13 +45,13 @@ from . import build
 
 
 class Settings:
-    """When the kernels here run, the C ones and oneDNN's product (see the module docstring);
+    """When the kernels here run (see the module docstring);
     change at will."""
 
     enabled = not switched_off("TINYGRAPH_NATIVE")
     elements_per_thread = 16384  # below this many elements a thread costs more than it saves
-    # below this many multiply-adds oneDNN's set-up costs more than its faster product saves (onednn.py)
-    onednn_products = 2**23
+    # below this many multiply-adds torch's product (MKL's) is the faster, call for call (matmul.py)
+    matmul_products = 2**23
 
 
 settings = Settings()

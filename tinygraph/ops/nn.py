@@ -19,7 +19,7 @@ from ..compiled import compiled
 from ..function import Function, public, register
 from ..native import attention as native_attention
 from ..native import layer_norm as native_layer_norm
-from ..native import onednn, preferred
+from ..native import matmul, preferred
 from ..tensor import Tensor, require_one_dtype, unwrap
 from .reduce import normalize_dims
 from .shape import Stack
@@ -46,15 +46,22 @@ class Linear(Function):
         x, weight = ctx.saved_tensors
         dx, dw, db = ctx.needs_input_grad
         gx = linear_product(g, weight.mT) if dx else None  # g @ weight
-        # every leading dim is a batch dim: the rows of g and x, summed over in one product
-        gw = g.reshape(-1, g.shape[-1]).mT @ x.reshape(-1, x.shape[-1]) if dw else None
+        gw = linear_weight_grad(g, x) if dw else None
         return gx, gw, g if db else None  # (the engine sums g to the bias's shape, whichever broadcasts)
 
 
-@preferred(onednn.linear)
+@preferred(matmul.linear)
 def linear_product(x, weight, bias=None):
     """x @ weight.mT + bias: the linear layer's forward, and (as g @ (weight.mT).mT) its grad of x."""
     return F.linear(x, weight, bias)
+
+
+@preferred(matmul.weight_grad)
+def linear_weight_grad(g, x):
+    """g.mT @ x: the linear layer's grad of its weight; every leading dim is a batch dim, so
+    the rows of g and x are summed over in one product."""
+    rows = math.prod(g.shape[:-1])  # (not -1: it holds for empty tensors too)
+    return g.reshape(rows, g.shape[-1]).mT @ x.reshape(rows, x.shape[-1])
 
 
 @register("F.embedding")

@@ -1,0 +1,72 @@
+"""The linear layer's three matrix products as one C loop nest (matmul.c); the formulas are
+tinygraph.ops.nn.linear_product (the forward, and the grad of x) and linear_weight_grad.
+
+Why not torch's product: torch's `mm` on the CPU is MKL's sgemm, which on AMD processors
+keeps to generic or AVX2 code; at a language model's shapes this loop is 10-30% faster on
+the AVX-512 machine tinygraph is benchmarked on, than MKL and than oneDNN (docs/performance.md).
+It runs only where it was measured to pay: on AVX-512 machines, for products of at least
+`settings.matmul_products` multiply-adds (below that a call costs more than it saves).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+
+import torch
+
+from . import covers, function, pointer, settings
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.mT + bias; NotImplemented where the formula should run."""
+    if not (
+        covers(x, weight, bias)
+        and weight.ndim == 2
+        and x.ndim >= 1
+        and x.shape[-1] == weight.shape[1]  # (a mismatch: the formula says so in torch's words)
+        and (bias is None or bias.shape == weight.shape[:1])  # (others broadcast: the formula's)
+    ):
+        return NotImplemented
+    out = _product(_rows(x), weight.mT, bias)
+    return out if out is NotImplemented else out.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def weight_grad(g, x):
+    """g.mT @ x over every row of g and x (the leading dims flattened); NotImplemented where the formula should run."""
+    if not covers(g, x) or g.ndim < 1 or x.ndim < 1 or g.shape[:-1] != x.shape[:-1]:
+        return NotImplemented
+    return _product(_rows(g).mT, _rows(x))
+
+
+def _rows(t):
+    """t as a matrix of its last dim's rows (a reshape(-1, n) that holds for empty tensors too)."""
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
+
+
+def _product(a, b, bias=None):
+    """a @ b + bias for 2-d torch.Tensors a and b; NotImplemented where the kernel does not pay."""
+    (m, k), n = a.shape, b.shape[1]
+    if m * n * k < settings.matmul_products:
+        return NotImplemented  # (an empty product is below any threshold)
+    if not _tuned():
+        return NotImplemented
+    kernel = function(
+        "matmul_f32", ctypes.c_void_p, *[ctypes.c_int64] * 2, ctypes.c_void_p, *[ctypes.c_int64] * 2,
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_int, restype=ctypes.c_int,
+    )  # fmt: skip
+    out = a.new_empty(m, n)
+    sbias = 0 if bias is None else bias.stride(0)
+    args = (pointer(a), *a.stride(), pointer(b), *b.stride(), pointer(bias), sbias, pointer(out), m, n, k)
+    if kernel(*args, torch.get_num_threads()):
+        raise MemoryError(
+            f"the linear layer's product could not allocate {k * n} floats for a copy of its right operand; "
+            "free some memory, or set TINYGRAPH_NATIVE=0 to run torch's product instead."
+        )
+    return out
+
+
+def _tuned() -> bool:
+    """Whether the library was built for a machine where the loop's block sizes were measured (AVX-512)."""
+    tuned = function("matmul_tuned", restype=ctypes.c_int)
+    return tuned is not None and bool(tuned())
