@@ -255,7 +255,13 @@ def test_the_ops_on_their_kernels_equal_the_formulas_and_the_composites(op, monk
 def _spy(monkeypatch):
     """A list to which each kernel run appends whether it covered its call."""
     used = []
-    for formula in (E.gelu_backward, N.layer_norm_backward, N.attention_backward, N.linear_product, N.linear_weight_grad):
+    for formula in (
+        E.gelu_backward,
+        N.layer_norm_backward,
+        N.attention_backward,
+        N.linear_product,
+        N.linear_weight_grad,
+    ):
 
         def recording(*args, kernel=formula.native):
             out = kernel(*args)
