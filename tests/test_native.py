@@ -8,6 +8,7 @@ TINYGRAPH_REQUIRE_NATIVE is set (CI sets it)."""
 
 import fnmatch
 import os
+import platform
 import tomllib
 import warnings
 from pathlib import Path
@@ -371,16 +372,41 @@ def test_the_linear_products_equal_their_formulas(case, threads, products):
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5 * (x.numel() / x.shape[-1]) ** 0.5, equal_nan=True)
 
 
-def test_the_linear_products_do_not_depend_on_the_thread_count(products):
+def test_the_linear_products_do_not_depend_on_the_thread_count(threads, products):
     torch.manual_seed(0)
     x, weight, g = torch.randn(300, 700), torch.randn(90, 700), torch.randn(300, 90)
     runs = []
     for count in (1, 2, 3):
-        torch.set_num_threads(count)
+        torch.set_num_threads(count)  # (the threads fixture puts it back)
         runs.append((native_matmul.linear(x, weight), native_matmul.weight_grad(g, x)))
-    torch.set_num_threads(1)
     for run in runs[1:]:
         assert all(torch.equal(a, b) for a, b in zip(runs[0], run))  # every sum in one order
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="an x86 compiler flag")
+def test_the_linear_products_are_right_with_the_blocks_of_machines_without_avx512(fresh_library, monkeypatch):
+    wrapper = fresh_library / "cc-without-avx512"  # (last on the line: it must follow -march=native)
+    wrapper.write_text(f'#!/bin/sh\nexec {os.environ.get("CC", "cc")} "$@" -mno-avx512f\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CC", str(wrapper))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if native.library() is None:
+            pytest.skip("no C compiler could build tinygraph's C kernels")
+    assert not native_matmul._tuned()  # (so the loop is left to torch there)
+    monkeypatch.setattr(native_matmul, "_tuned", lambda: True)
+    monkeypatch.setattr(native.settings, "matmul_products", 1)
+    torch.manual_seed(0)
+    before = torch.get_num_threads()
+    for m, k, n in [(65, 513, 16), (130, 1100, 33), (7, 3, 5)]:  # rows, sums and columns past whole blocks
+        x, weight, bias, g = torch.randn(m, k), torch.randn(n, k), torch.randn(n), torch.randn(m, n)
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            expected = (x.double() @ weight.double().T + bias.double()).float()
+            torch.testing.assert_close(native_matmul.linear(x, weight, bias), expected, rtol=1e-5, atol=1e-4)
+            expected = (g.double().T @ x.double()).float()
+            torch.testing.assert_close(native_matmul.weight_grad(g, x), expected, rtol=1e-5, atol=1e-4)
+    torch.set_num_threads(before)
 
 
 def test_the_linear_products_are_left_to_the_formulas_where_they_do_not_pay_or_cannot_run(monkeypatch, built):

@@ -25,7 +25,7 @@ the machine's C compiler, in about a third of a second, cached for later process
 (build.py says where and how). Where that fails (no compiler, say) a warning says so once
 and the formulas run. `TINYGRAPH_NATIVE=0` switches the kernels off.
 
-Threads: torch's count (`torch.get_num_threads()`), fewer for small tensors, through the
+Threads: torch's count (`torch.get_num_threads()`), fewer for small elementwise tensors, through the
 OpenMP runtime torch has loaded (single-threaded where the library could not join it).
 """
 
@@ -89,6 +89,7 @@ def covers(*tensors: Any) -> bool:
             or t.dtype != torch.float32
             or not t.is_cpu
             or t.layout != torch.strided
+            or t.is_nested
             or t.is_neg()
         ):
             return False

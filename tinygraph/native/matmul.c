@@ -29,7 +29,8 @@
 #define TUNED 0
 #endif
 #define KC 512 /* a chunk of the summed dimension: R x KC of a and KC x W of b stay in cache */
-#define MC 64  /* rows a thread takes in turn over every block of columns, so their chunk of a stays in cache */
+#define MC (8 * R) /* rows a thread takes in turn over every block of columns (their chunk of a stays in
+                     cache): whole blocks of R, or two chunks would share a block's rows */
 
 typedef struct {
     const float *a, *b, *bias;
@@ -85,6 +86,7 @@ int matmul_tuned(void) { return TUNED; }
 /* Returns 1 where the copy of b could not be allocated, else 0. */
 int matmul_f32(const float *a, int64_t sa0, int64_t sa1, const float *b, int64_t sb0, int64_t sb1,
                const float *bias, int64_t sbias, float *c, int64_t M, int64_t N, int64_t K, int threads) {
+    if (M == 0 || N == 0) return 0;
     float *copy = NULL;
     if (sb1 != 1 || N % W) {
         copy = malloc((N + W - 1) / W * W * (K > 0 ? K : 1) * sizeof(float));

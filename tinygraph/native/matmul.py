@@ -60,7 +60,7 @@ def _product(a, b, bias=None):
     args = (pointer(a), *a.stride(), pointer(b), *b.stride(), pointer(bias), sbias, pointer(out), m, n, k)
     if kernel(*args, torch.get_num_threads()):
         raise MemoryError(
-            f"the linear layer's product could not allocate {k * n} floats for a copy of its right operand; "
+            f"the linear layer's product could not allocate {k * n * 4 // 2**20 + 1} MB for a copy of its right operand; "
             "free some memory, or set TINYGRAPH_NATIVE=0 to run torch's product instead."
         )
     return out
