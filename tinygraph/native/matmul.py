@@ -11,7 +11,6 @@ It runs only where it was measured to pay: on AVX-512 machines, for products of 
 from __future__ import annotations
 
 import ctypes
-import math
 
 import torch
 
@@ -21,36 +20,41 @@ from . import covers, function, pointer, settings
 def linear(x, weight, bias=None):
     """x @ weight.mT + bias; NotImplemented where the formula should run."""
     if not (
-        covers(x, weight, bias)
-        and weight.ndim == 2
+        weight.ndim == 2
         and x.ndim >= 1
+        and x.numel() * weight.shape[0] >= settings.matmul_products  # (first of the costlier checks)
+        and covers(x, weight, bias)
         and x.shape[-1] == weight.shape[1]  # (a mismatch: the formula says so in torch's words)
         and (bias is None or bias.shape == weight.shape[:1])  # (others broadcast: the formula's)
+        and _tuned()
     ):
         return NotImplemented
     out = _product(_rows(x), weight.mT, bias)
-    return out if out is NotImplemented else out.reshape(*x.shape[:-1], weight.shape[0])
+    return out if x.ndim == 2 else out.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def weight_grad(g, x):
     """g.mT @ x over every row of g and x (the leading dims flattened); NotImplemented where the formula should run."""
-    if not covers(g, x) or g.ndim < 1 or x.ndim < 1 or g.shape[:-1] != x.shape[:-1]:
+    if not (
+        g.ndim >= 1
+        and x.ndim >= 1
+        and g.numel() * x.shape[-1] >= settings.matmul_products
+        and covers(g, x)
+        and g.shape[:-1] == x.shape[:-1]
+        and _tuned()
+    ):
         return NotImplemented
     return _product(_rows(g).mT, _rows(x))
 
 
 def _rows(t):
-    """t as a matrix of its last dim's rows (a reshape(-1, n) that holds for empty tensors too)."""
-    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
+    """t as a matrix of its last dim's rows (t is not empty: it is above the threshold)."""
+    return t if t.ndim == 2 else t.reshape(-1, t.shape[-1])
 
 
 def _product(a, b, bias=None):
-    """a @ b + bias for 2-d torch.Tensors a and b; NotImplemented where the kernel does not pay."""
+    """a @ b + bias for 2-d torch.Tensors a and b, through the C loop."""
     (m, k), n = a.shape, b.shape[1]
-    if m * n * k < settings.matmul_products:
-        return NotImplemented  # (an empty product is below any threshold)
-    if not _tuned():
-        return NotImplemented
     kernel = function(
         "matmul_f32", ctypes.c_void_p, *[ctypes.c_int64] * 2, ctypes.c_void_p, *[ctypes.c_int64] * 2,
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_int, restype=ctypes.c_int,
