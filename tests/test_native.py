@@ -430,6 +430,33 @@ def test_the_linear_products_are_left_to_the_formulas_where_they_do_not_pay_or_c
         assert native_matmul.linear(x, weight, bias) is NotImplemented
 
 
+def test_inside_a_torch_compile_the_linear_products_enter_as_one_custom_op_each(products, monkeypatch):
+    torch.manual_seed(0)
+    w = tg.randn(24, 40, requires_grad=True)
+
+    def step(x):
+        out = F.linear(tg.Tensor(x), w)
+        (out * out).sum().backward()
+        grad, w.grad = w.grad.data, None
+        return out.data, grad
+
+    from torch._dynamo.testing import CompileCounterWithBackend  # (imported late: see test_fast_path.py)
+
+    inductor = CompileCounterWithBackend("inductor")  # keeps the graphs it compiles
+    x = torch.randn(3, 7, 40)
+    compiled = torch.compile(step, backend=inductor, fullgraph=True)(x)
+    (graph,) = inductor.graphs
+    calls = [node.target for node in graph.graph.nodes]
+    assert calls.count(torch.ops.tinygraph.matmul.default) == 2  # the forward, the weight's grad
+    for a, b in zip(compiled, step(x)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    a, b, bias = torch.randn(9, 40), torch.randn(40, 33).mT.contiguous().mT, torch.randn(33)
+    torch.library.opcheck(native_matmul.traced_product, (a, b, bias))
+    torch.testing.assert_close(native_matmul.traced_product(a, b, bias), torch.addmm(bias, a, b))
+    monkeypatch.setattr(native.settings, "enabled", False)  # where the loop does not cover the call after all
+    torch.testing.assert_close(native_matmul.traced_product(a, b, None), a @ b)  # torch's product
+
+
 def test_a_linear_on_the_product_kernel_is_differentiated_twice_by_its_formula(products, monkeypatch):
     torch.manual_seed(0)
     x, w = tg.randn(3, 5, 8, requires_grad=True), tg.randn(4, 8, requires_grad=True)

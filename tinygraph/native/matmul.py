@@ -6,6 +6,10 @@ keeps to generic or AVX2 code; at a language model's shapes this loop is 10-30% 
 the AVX-512 machine tinygraph is benchmarked on, than MKL and than oneDNN (docs/performance.md).
 It runs only where it was measured to pay: on AVX-512 machines, for products of at least
 `settings.matmul_products` multiply-adds (below that a call costs more than it saves).
+
+Unlike the other kernels here it also runs inside a torch.compile (the compiled training
+step): there it enters the graph as one custom op, `tinygraph::matmul`, which the compiled
+code calls like any of torch's (its tracer cannot follow ctypes itself).
 """
 
 from __future__ import annotations
@@ -23,10 +27,9 @@ def linear(x, weight, bias=None):
         weight.ndim == 2
         and x.ndim >= 1
         and x.numel() * weight.shape[0] >= settings.matmul_products  # (first of the costlier checks)
-        and covers(x, weight, bias)
         and x.shape[-1] == weight.shape[1]  # (a mismatch: the formula says so in torch's words)
         and (bias is None or bias.shape == weight.shape[:1])  # (others broadcast: the formula's)
-        and _tuned()
+        and _runs_on(x, weight, bias)
     ):
         return NotImplemented
     out = _product(_rows(x), weight.mT, bias)
@@ -39,12 +42,26 @@ def weight_grad(g, x):
         g.ndim >= 1
         and x.ndim >= 1
         and g.numel() * x.shape[-1] >= settings.matmul_products
-        and covers(g, x)
         and g.shape[:-1] == x.shape[:-1]
-        and _tuned()
+        and _runs_on(g, x)
     ):
         return NotImplemented
     return _product(_rows(g).mT, _rows(x))
+
+
+def _runs_on(*tensors):
+    """Whether the loop takes these tensors: `covers` them, on a machine it was tuned for; inside
+    a torch.compile, what the tracer can ask (the op the loop enters compiled code as asks
+    the rest when it runs)."""
+    if torch.compiler.is_compiling():
+        return (
+            settings.enabled
+            and _tuned()
+            and all(
+                t is None or (isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.is_cpu) for t in tensors
+            )
+        )
+    return covers(*tensors) and _tuned()
 
 
 def _rows(t):
@@ -53,7 +70,10 @@ def _rows(t):
 
 
 def _product(a, b, bias=None):
-    """a @ b + bias for 2-d torch.Tensors a and b, through the C loop."""
+    """a @ b + bias for 2-d torch.Tensors a and b, through the C loop (inside a torch.compile,
+    through the custom op that calls it)."""
+    if torch.compiler.is_compiling():
+        return traced_product(a, b, bias)
     (m, k), n = a.shape, b.shape[1]
     kernel = function(
         "matmul_f32", ctypes.c_void_p, *[ctypes.c_int64] * 2, ctypes.c_void_p, *[ctypes.c_int64] * 2,
@@ -70,6 +90,21 @@ def _product(a, b, bias=None):
     return out
 
 
+@torch.library.custom_op("tinygraph::matmul", mutates_args=())
+def traced_product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The C loop as one opaque op that compiled code calls (its tracer cannot follow ctypes);
+    torch's product where the loop does not cover the call after all."""
+    if covers(a, b, bias) and _tuned():
+        return _product(a, b, bias)
+    return a @ b if bias is None else torch.addmm(bias, a, b)
+
+
+@traced_product.register_fake
+def _(a, b, bias):
+    return a.new_empty(a.shape[0], b.shape[1])
+
+
+@torch.compiler.assume_constant_result  # (the tracer asks the library once, not in compiled code)
 def _tuned() -> bool:
     """Whether the library was built for a machine where the loop's block sizes were measured (AVX-512)."""
     tuned = function("matmul_tuned", restype=ctypes.c_int)
