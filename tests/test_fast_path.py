@@ -1,6 +1,9 @@
 """The fast path (the whole step under torch.compile) and mixed precision (tinygraph.autocast)."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +115,12 @@ def test_autocast_matches_torch_autocast_closely():
     out_t.backward()
     torch.testing.assert_close(out.data.float(), out_t.float(), rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(ours.grad.data, theirs.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_importing_tinygraph_loads_no_compiler():
+    """torch._dynamo costs a second of start-up, and imports triton, whose interpreter must be
+    chosen before its first import (tests/test_triton_kernels.py): it loads when a compile starts."""
+    code = "import sys, tinygraph, transformer.train; print(sorted({'torch._dynamo', 'triton'} & set(sys.modules)))"
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -20,6 +20,10 @@ import torch
 
 from . import covers, function, pointer, settings
 
+# whether torch found AVX-512 here: what a tracer can read, where it cannot ask the library
+# whether it was built for AVX-512 (`_tuned`; the custom op asks that when it runs)
+AVX512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
+
 
 def linear(x, weight, bias=None):
     """x @ weight.mT + bias; NotImplemented where the formula should run."""
@@ -56,7 +60,7 @@ def _runs_on(*tensors):
     if torch.compiler.is_compiling():
         return (
             settings.enabled
-            and _tuned()
+            and AVX512
             and all(
                 t is None or (isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.is_cpu) for t in tensors
             )
@@ -104,7 +108,6 @@ def _(a, b, bias):
     return a.new_empty(a.shape[0], b.shape[1])
 
 
-@torch.compiler.assume_constant_result  # (the tracer asks the library once, not in compiled code)
 def _tuned() -> bool:
     """Whether the library was built for a machine where the loop's block sizes were measured (AVX-512)."""
     tuned = function("matmul_tuned", restype=ctypes.c_int)
