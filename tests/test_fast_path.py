@@ -79,6 +79,17 @@ def test_compile_flag_trains_like_eager(tmp_path):
     assert compiled == pytest.approx(eager, rel=1e-4)
 
 
+def test_the_compiled_training_step_compiles_a_bounded_number_of_times(tmp_path):
+    """Its two halves (forward and backward; the update) compile once each, the first half once
+    more when the grads first exist. New grad tensors every step had made the update compile
+    again every step, until dynamo gave up after 8 and ran it eagerly (found by review)."""
+    from torch._dynamo.utils import counters  # (imported late: see above)
+
+    before = counters["stats"]["unique_graphs"]
+    train_losses(tmp_path, "compiled", "--compile", "--max-iters", "8")
+    assert counters["stats"]["unique_graphs"] - before <= 3
+
+
 def test_bfloat16_trains_close_to_float32(tmp_path):
     full = train_losses(tmp_path, "f32")
     mixed = train_losses(tmp_path, "bf16", "--dtype", "bfloat16")

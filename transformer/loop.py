@@ -107,7 +107,7 @@ class Step:
     def not_finite(self, x: torch.Tensor, y: torch.Tensor, rng: list[torch.Tensor], loss: float, norm: float) -> None:
         """The stated policy for a NaN or Inf loss or grad: stop (the default) or skip the update."""
         t = self.t
-        t.optimizer.zero_grad()
+        clear_grads(t)
         if t.run.on_nan == "skip" and self.skipped_in_a_row < 10:
             self.skipped_in_a_row += 1
             self.report.skipped(t.step + 1, loss, norm)
@@ -145,7 +145,14 @@ def grads(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, t
 
 def update(t: Trainer) -> None:
     t.optimizer.step()
-    t.optimizer.zero_grad()
+    clear_grads(t)
+
+
+def clear_grads(t: Trainer) -> None:
+    """Zero the grads for the next step. A compiled step keeps their tensors (zeroed in place):
+    the compiled update guards on the grads it reads, and new ones every step made it compile
+    again every step, until dynamo gave up after 8 and ran it eagerly."""
+    t.optimizer.zero_grad(set_to_none=not t.run.compile)
 
 
 def diagnose(t: Trainer, x: torch.Tensor, y: torch.Tensor, rng: list[torch.Tensor]) -> str:
@@ -164,7 +171,7 @@ def diagnose(t: Trainer, x: torch.Tensor, y: torch.Tensor, rng: list[torch.Tenso
         where = f", called at {calls[-1][0]}:{calls[-1][1]}" if calls else ""
         return f"Replayed under detect_anomaly: {what}{where}."
     finally:
-        t.optimizer.zero_grad()
+        clear_grads(t)
     return "Replayed in eager mode, the step stayed finite: the fault did not repeat."
 
 
