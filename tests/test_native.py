@@ -454,6 +454,10 @@ def test_inside_a_torch_compile_the_linear_products_enter_as_one_custom_op_each(
     a, b, bias = torch.randn(9, 40), torch.randn(40, 33).mT.contiguous().mT, torch.randn(33)
     torch.library.opcheck(native_matmul.traced_product, (a, b, bias))
     torch.testing.assert_close(native_matmul.traced_product(a, b, bias), torch.addmm(bias, a, b))
+    for bias in (torch.randn(1), torch.randn(9, 33)):  # a public op: what does not fit is torch's, as torch has it
+        torch.testing.assert_close(native_matmul.traced_product(a, b, bias), torch.addmm(bias, a, b))
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        native_matmul.traced_product(a, torch.randn(41, 33), None)
     monkeypatch.setattr(native.settings, "enabled", False)  # where the loop does not cover the call after all
     torch.testing.assert_close(native_matmul.traced_product(a, b, None), a @ b)  # torch's product
 

@@ -23,7 +23,9 @@ import torch
 from . import covers, function, pointer, settings
 
 # whether torch found AVX-512 here: what a tracer can read, where it cannot ask the library
-# whether it was built for AVX-512 (`_tuned`; the custom op asks that when it runs)
+# whether it was built for AVX-512 (`_tuned`; the custom op asks that when it runs). The two
+# can differ (ATEN_CPU_CAPABILITY=avx2 lowers torch's, not the compiler's): then eager steps
+# run the loop and compiled ones torch's product.
 AVX512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
@@ -99,15 +101,24 @@ def _product(a, b, bias=None):
 @torch.library.custom_op("tinygraph::matmul", mutates_args=())
 def traced_product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The C loop as one opaque op that compiled code calls (its tracer cannot follow ctypes);
-    torch's product where the loop does not cover the call after all."""
-    if covers(a, b, bias) and _tuned():
+    torch's product, with its checks and errors, where the loop does not cover the call after
+    all. tinygraph's own op: no torch.autograd formula (tinygraph hands it no tensor that
+    requires torch's grad)."""
+    if _fits(a, b, bias) and covers(a, b, bias) and _tuned():
         return _product(a, b, bias)
     return a @ b if bias is None else torch.addmm(bias, a, b)
 
 
 @traced_product.register_fake
 def _(a, b, bias):
+    torch._check(
+        _fits(a, b, bias), lambda: "tinygraph::matmul takes a (M, K) @ (K, N) product and a bias of shape (N,)."
+    )
     return a.new_empty(a.shape[0], b.shape[1])
+
+
+def _fits(a, b, bias):
+    return a.ndim == b.ndim == 2 and a.shape[1] == b.shape[0] and (bias is None or bias.shape == b.shape[1:])
 
 
 def _tuned() -> bool:
