@@ -45,8 +45,7 @@ from . import build
 
 
 class Settings:
-    """When the kernels here run (see the module docstring);
-    change at will."""
+    """When the kernels here run (see the module docstring); change at will."""
 
     enabled = not switched_off("TINYGRAPH_NATIVE")
     elements_per_thread = 16384  # below this many elements a thread costs more than it saves

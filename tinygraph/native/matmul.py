@@ -6,8 +6,9 @@ keeps to generic or AVX2 code. On the AVX-512 machine tinygraph is benchmarked o
 small language model's shapes (768 x 128 x 512, say) this loop is up to 20% faster than MKL
 and level with or faster than oneDNN (torch's other library, whose code would cost every
 process 8 MB more); at larger ones it is level with MKL and 5-10% behind oneDNN
-(docs/performance.md). It runs only where it was measured to pay: on AVX-512 machines, for products of at least
-`settings.matmul_products` multiply-adds (below that a call costs more than it saves).
+(docs/performance.md). It runs only where it was measured to pay: on AVX-512 machines,
+for products of at least `settings.matmul_products` multiply-adds (below that a call costs
+more than it saves).
 
 Unlike the other kernels here it also runs inside a torch.compile (the compiled training
 step): there it enters the graph as one custom op, `tinygraph::matmul`, which the compiled
