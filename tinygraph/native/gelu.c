@@ -6,7 +6,7 @@
  *
  * The exact form takes Phi from the forward's output, Phi = gelu(x) / x (no erf), with
  * phi(x) = e^(-x^2/2) / sqrt(2 pi); at x = 0, or so near it that 1/x overflows, the quotient
- * is not finite and its limit 1/2 is taken: the torch formula's rule. The tanh form gets
+ * is not finite and its limit there, Phi(0) = 1/2, is taken. The tanh form gets
  * 1 - t and 1 + t from e = e^(-2|u|) as 2e / (1 + e) and 2 / (1 + e) (swapped for u < 0):
  * no cancellation where t is near 1, as there would be in 1 - t * t. */
 #include "common.h"

@@ -332,12 +332,12 @@ class Gelu(Function):
 @preferred(native_gelu.gelu_backward)
 @compiled
 def gelu_backward(g, x, out, approximate):
-    """g * gelu'(x), from x and the output gelu(x)."""
-    if approximate == "none":  # Phi(x) + x * phi(x), with Phi(x) = gelu(x) / x: no erf
+    """g * gelu'(x). Computed from x alone, as torch's formula is: inside a compiled step the
+    output is recomputed from x rather than kept, so taking Phi(x) from it (as the C kernel
+    does, to skip an erf) would cost a pass more, not less; `out` is the kernel's."""
+    if approximate == "none":  # Phi(x) + x * phi(x)
+        phi_cdf = (x * SQRT1_2).erf_().add_(1).mul_(0.5)
         x_phi = (x * x).mul_(-0.5).exp_().mul_(x)
-        # gelu(x) * (1/x), not gelu(x) / x: at x so near 0 that x/2 underflows (the quotient
-        # would be wrong there), 1/x overflows instead, the product is inf or nan, and Phi is 1/2
-        phi_cdf = x.reciprocal().mul_(out).nan_to_num_(0.5, 0.5, 0.5)
         return phi_cdf.add_(x_phi, alpha=INV_SQRT_2PI).mul_(g)
     t = (x * x).mul_(0.044715).add_(1).mul_(x).mul_(SQRT_2_PI).tanh_()  # tanh of the inner term
     dinner = (x * x).mul_(3 * 0.044715 * SQRT_2_PI).add_(SQRT_2_PI)
