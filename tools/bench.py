@@ -39,11 +39,17 @@ import torch
 from torch_twin import TwinModel, matching_parameters  # beside this file: a script's folder is on its path
 
 import tinygraph as tg
+from tinygraph import heap
 from transformer import generation
 from transformer.config import load
 from transformer.model import LanguageModel
 
 TOOLS = Path(__file__).resolve().parent
+
+# Both sides, and every process measuring one, on the same heap settings: glibc's own left
+# one process's steps faulting in fresh pages and another's not (tinygraph/heap.py), a
+# difference of up to a fifth of a step between two runs of the same code.
+heap.keep_freed_memory()
 
 VOCAB = 65
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
@@ -186,17 +192,21 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_interleaved(sides: dict, device: str, steps: int, warmup: int) -> dict[str, list[float]]:
+def time_interleaved(sides: dict, device: str, steps: int, warmup: int) -> tuple[dict, dict]:
+    """Each side's step times (ms) and minor page faults, one list per side."""
     times: dict[str, list[float]] = {name: [] for name in sides}
+    faults: dict[str, list[int]] = {name: [] for name in sides}
     for i in range(warmup + steps):
         for name, step in sides.items():
             sync(device)
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             step()
             sync(device)
             if i >= warmup:
                 times[name].append((time.perf_counter() - start) * 1000)
-    return times
+                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return times, faults
 
 
 def peak_memory(config_name: str, device: str, mode: str, steps: int) -> float:
@@ -289,11 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     modes = args.modes.split(",") if args.modes else default_modes(args.config, device)
     model, config = build(args.config, device, torch.float32)
     tokens = config["train"]["batch_size"] * config["model"]["block_size"]
-    times = time_interleaved(make_sides(args.config, device, modes), device, args.steps, args.warmup)
+    times, faults = time_interleaved(make_sides(args.config, device, modes), device, args.steps, args.warmup)
     rows = []
     for mode in modes:
         ms = statistics.median(times[mode])
-        row = {"mode": mode, "ms_per_step": ms, "tokens_per_s": tokens / ms * 1000}
+        row = {"mode": mode, "ms_per_step": ms, "tokens_per_s": tokens / ms * 1000,
+               "page_faults_per_step": statistics.mean(faults[mode])}  # fmt: skip
         if not args.no_memory:  # what training adds to the built model, each side in a process of its own
             row["peak_mb"] = peak_memory(args.config, device, mode, args.warmup + 3)
             row["training_mb"] = row["peak_mb"] - peak_memory(args.config, device, mode, 0)
@@ -326,8 +337,9 @@ def markdown(record: dict) -> str:
         f"{record['tokens_per_step']} tokens per step, median of {record['steps']} interleaved steps.",
         "",
         "| side | ms per step | tokens/s | tinygraph / torch, same mode | / best torch mode | peak memory (MB) "
-        "| of which training | memory ratio |" + (" MFU |" if "cuda" in record["device"] else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if "cuda" in record["device"] else ""),
+        "| of which training | memory ratio | page faults per step |"
+        + (" MFU |" if "cuda" in record["device"] else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if "cuda" in record["device"] else ""),
     ]
     for r in record["rows"]:
         ratio = f"{r['ratio']:.2f}x" if "ratio" in r else ""
@@ -336,13 +348,15 @@ def markdown(record: dict) -> str:
         mem_ratio = f"{r['memory_ratio']:.2f}x" if "memory_ratio" in r else ""
         mfu = f" {r['mfu']:.1%} |" if r.get("mfu") is not None else (" |" if "cuda" in record["device"] else "")
         lines.append(
-            f"| {r['mode']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | {ratio} | {mem} | {mem_ratio} |{mfu}"
+            f"| {r['mode']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | {ratio} | {mem} | {mem_ratio} "
+            f"| {r['page_faults_per_step']:,.0f} |{mfu}"
         )
     lines.append(
         "\nPeak memory: "
         + ("max allocated" if "cuda" in record["device"] else "the peak resident set")
         + " of a separate process per side; 'of which training' subtracts the same process built but not"
-        " stepped (less any optimizer state it holds already); the memory ratio compares those."
+        " stepped (less any optimizer state it holds already); the memory ratio compares those. Page faults:"
+        " the minor faults of the timed steps (memory the kernel had to hand over), a mean per step."
     )
     return "\n".join(lines)
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from tinygraph import heap
+
 from . import config as cfg
 from . import distributed, loop, rundir
 from .cli import Parser, one_line, one_line_warnings, program
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if what.run.tensorboard:
             tensorboard_writer()  # missing: an error now, before anything is written
         job, device = distributed.start(what.run.dist_backend, what.run.device)
+        heap.keep_freed_memory()  # each step reuses the memory of the last: no fresh pages to fault in
         trainer = Trainer(what, job, device)
         return loop.train(trainer)
     except (UserError, OSError) as err:
