@@ -232,14 +232,29 @@ def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {name: getattr(args, name) for name in options(cls) if hasattr(args, name)}
 
 
+def default_notes(preset: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """What each [model] or [train] setting's default becomes in `preset` (the default
+    preset's config) and when fine-tuning, as --help and README say it: "; baby preset:
+    0.002; fine-tuning: 0.0003", or "" where neither differs."""
+    notes = {}
+    for section, cls in SECTIONS.items():
+        for name in options(cls):
+            value, finetune = preset[section].get(name, getattr(cls, name)), meta(cls, name).get("finetune")
+            notes[name] = f"; {RunSettings.preset} preset: {shown(value)}" if value != getattr(cls, name) else ""
+            notes[name] += f"; fine-tuning: {shown(finetune)}" if finetune is not None else ""
+    return notes
+
+
 def markdown_table() -> str:
     """README's table of the [model] and [train] settings."""
+    from .config import load_preset  # (config imports this module)
+
+    notes = default_notes(load_preset(RunSettings.preset))
     lines = []
     for section, cls in SECTIONS.items():
         lines += ["", f"| [{section}] | default | what it is |", "|---|---|---|"]
         for name, opt in options(cls).items():
-            finetune = meta(cls, name).get("finetune")
-            note = f" (fine-tuning: {shown(finetune)})" if finetune is not None else ""
+            note = f" ({notes[name][2:]})" if notes[name] else ""
             lines.append(f"| `{name}`, `{flag(name)}` | {shown(opt.default)}{note} | {opt.help}; {opt.describe()} |")
     return "\n".join(lines[1:])
 

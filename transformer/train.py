@@ -23,7 +23,7 @@ from . import distributed, loop, rundir
 from .cli import Parser, one_line, one_line_warnings, program
 from .errors import UserError
 from .report import tensorboard_writer
-from .settings import SECTIONS, ModelSettings, RunSettings, TrainSettings, add_flags, given, meta, shown
+from .settings import SECTIONS, ModelSettings, RunSettings, TrainSettings, add_flags, default_notes, given
 from .trainer import NO_ARGUMENT_ITERS, Trainer, plan
 
 DEFAULT_PRESET = RunSettings.preset
@@ -42,13 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _notes() -> dict[str, str]:
     """What a [model] or [train] setting's default becomes in the default preset and when fine-tuning."""
-    preset, notes = cfg.load_preset(DEFAULT_PRESET), {"preset": f"; the presets: {', '.join(cfg.presets())}"}
-    for section, cls in SECTIONS.items():
-        for name, value in preset[section].items():
-            finetune = meta(cls, name).get("finetune")
-            notes[name] = f"; {DEFAULT_PRESET} preset: {shown(value)}" if value != getattr(cls, name) else ""
-            notes[name] += f"; fine-tuning: {shown(finetune)}" if finetune is not None else ""
-    return notes
+    return {"preset": f"; the presets: {', '.join(cfg.presets())}", **default_notes(cfg.load_preset(DEFAULT_PRESET))}
 
 
 def read_flags(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
