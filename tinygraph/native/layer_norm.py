@@ -37,7 +37,7 @@ def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad):
     args = (g, x, mean, rstd, weight, gx, gw, gb)
     if kernel(*map(pointer, args), rows, d, team):
         raise MemoryError(
-            f"layer_norm's backward could not allocate {2 * d} float64 partial sums per thread; free some "
+            f"layer_norm's backward could not allocate its partial sums ({24 * d} bytes per thread); free some "
             "memory, or set TINYGRAPH_NATIVE=0 to run its torch formula instead."
         )
     _, dw, db = needs_input_grad[:3]
