@@ -101,7 +101,7 @@ def test_dropout_edge_probabilities(p):
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_grad_near_zero(device, approximate):
-    # gelu(x)/x is the backward's Phi(x); it must not break where gelu(x) underflows
+    # the C kernel takes Phi(x) as gelu(x)/x; the grad must not break where gelu(x) underflows
     tiny = torch.finfo(torch.float64).tiny
     x = Diff(torch.tensor([0.0, 5e-324, -5e-324, tiny, -tiny, 3 * tiny], dtype=torch.float64).numpy())
     assert_same_values_and_grads(

@@ -24,7 +24,7 @@ import functools
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 KEEP_FREE = 2**30  # free bytes at the heap's top that stay the process's
-LARGEST_FROM_HEAP = 2**25  # 32 MB: glibc's upper limit; larger blocks still get a mapping of their own
+LARGEST_FROM_HEAP = 2**25  # 32 MB, the documented maximum (older glibc refuses more); larger blocks are mapped
 
 
 @functools.cache
@@ -32,10 +32,11 @@ def keep_freed_memory() -> bool:
     """Keep freed memory in the process's heap (glibc: blocks up to 32 MB come from the heap,
     and up to 1 GB free at its top stays there) so that every training step reuses the
     memory of the one before. Returns whether it could: False where the C library is not
-    glibc (macOS, musl), where the default is left as it is."""
+    glibc (macOS, musl, Windows), where the default is left as it is. (Under a preloaded
+    jemalloc or tcmalloc glibc's settings are accepted and do nothing; those keep memory anyway.)"""
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):  # TypeError: Windows, where CDLL wants a name
         return False
-    # (the mmap threshold first: setting either turns glibc's own adjustment of both off)
+    # (one after the other: where the first is refused, nothing has changed)
     return bool(mallopt(M_MMAP_THRESHOLD, LARGEST_FROM_HEAP)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREE))

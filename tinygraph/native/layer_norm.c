@@ -6,8 +6,9 @@
  *   gw = sum over rows of g xhat,  gb = sum over rows of g
  * Each thread sums gw and gb over its own rows, in float over blocks of ROWS rows (float64
  * conversions on every row cost more than the rest of the loop) and each block's sums in
- * float64; the partial sums are added at the end in thread order, so a result does not
- * depend on timing. `w` may be NULL (no weight); gw and gb are always written. */
+ * float64 (an error of float's rounding times about sqrt(ROWS), where summing every row in
+ * float64 had none); the partial sums are added at the end in thread order, so a result
+ * does not depend on timing. `w` may be NULL (no weight); gw and gb are always written. */
 #include <stdlib.h>
 #include "common.h"
 
