@@ -4,11 +4,11 @@ A training step allocates and frees the same tensors every step, many of them a 
 glibc's malloc serves a block above its mmap threshold with a fresh mapping, and gives the
 top of its heap back to the kernel whenever more than its trim threshold lies free there;
 both thresholds start at 128 KB and rise only as large blocks happen to be freed. How far
-they rise depends on the process's history, so one process's steps reuse their memory and
-another's regrow the heap into fresh pages every step, each page zeroed by the kernel on
-first touch: a baby step of tinygraph took 3,000-6,800 page faults alone in its process
-(44 ms against 37 with none), and the same step in another process none
-(docs/performance.md). `keep_freed_memory` fixes both thresholds high. (PyTorch's CPU tuning
+they rise depends on the process's history, and where they stay low every step regrows the
+heap into fresh pages, each zeroed by the kernel on first touch: alone in its process a
+baby step of tinygraph took 3,000-6,800 page faults and 45-48 ms, against none and 35-42 ms
+with the heap kept (torch's step: 150-1,300 faults; docs/performance.md).
+`keep_freed_memory` fixes both thresholds high. (PyTorch's CPU tuning
 guide suggests swapping in jemalloc or tcmalloc for the same reason: memory reused, not
 returned and faulted in again.)
 
