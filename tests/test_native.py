@@ -385,7 +385,7 @@ def test_the_linear_products_do_not_depend_on_the_thread_count(threads, products
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="an x86 compiler flag")
-def test_the_linear_products_are_right_with_the_blocks_of_machines_without_avx512(fresh_library, monkeypatch):
+def test_the_kernels_are_right_with_the_blocks_of_machines_without_avx512(fresh_library, monkeypatch):
     wrapper = fresh_library / "cc-without-avx512"  # (last on the line: it must follow -march=native)
     wrapper.write_text(f'#!/bin/sh\nexec {os.environ.get("CC", "cc")} "$@" -mno-avx512f\n')
     wrapper.chmod(0o755)
@@ -408,6 +408,17 @@ def test_the_linear_products_are_right_with_the_blocks_of_machines_without_avx51
             expected = (g.double().T @ x.double()).float()
             torch.testing.assert_close(native_matmul.weight_grad(g, x), expected, rtol=1e-5, atol=1e-4)
     torch.set_num_threads(before)
+    for causal in (True, False):  # attention.s blocks in AVX2 registers there
+        q, k, v, g = (
+            torch.randn(2, 3, 13, 16),
+            torch.randn(2, 3, 11, 16),
+            torch.randn(2, 3, 11, 32),
+            torch.randn(2, 3, 13, 32),
+        )
+        out = N.attention_composite(q, k, v, is_causal=causal, scale=0.3)
+        args = (g, q, k, v, out, None, None, causal, 0.3, 0.0, False)
+        for a, b in zip(native_attention.attention_backward(*args)[:3], N.attention_backward.formula(*args)[:3]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_the_linear_products_are_left_to_the_formulas_where_they_do_not_pay_or_cannot_run(monkeypatch, built):
