@@ -408,7 +408,7 @@ def test_the_kernels_are_right_with_the_blocks_of_machines_without_avx512(fresh_
             expected = (g.double().T @ x.double()).float()
             torch.testing.assert_close(native_matmul.weight_grad(g, x), expected, rtol=1e-5, atol=1e-4)
     torch.set_num_threads(before)
-    for causal in (True, False):  # attention.s blocks in AVX2 registers there
+    for causal in (True, False):  # attention's blocks in AVX2 registers there
         q, k, v, g = (
             torch.randn(2, 3, 13, 16),
             torch.randn(2, 3, 11, 16),
