@@ -232,11 +232,13 @@ def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {name: getattr(args, name) for name in options(cls) if hasattr(args, name)}
 
 
-def default_notes(preset: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """What each [model] or [train] setting's default becomes in `preset` (the default
-    preset's config) and when fine-tuning, as --help and README say it: "; baby preset:
-    0.002; fine-tuning: 0.0003", or "" where neither differs."""
-    notes = {}
+def default_notes() -> dict[str, str]:
+    """What each [model] or [train] setting's default becomes in the default preset and when
+    fine-tuning, as --help and README say it: "; baby preset: 0.002; fine-tuning: 0.0003",
+    or "" where neither differs."""
+    from .config import load_preset  # (config imports this module)
+
+    preset, notes = load_preset(RunSettings.preset), {}
     for section, cls in SECTIONS.items():
         for name in options(cls):
             value, finetune = preset[section].get(name, getattr(cls, name)), meta(cls, name).get("finetune")
@@ -247,10 +249,7 @@ def default_notes(preset: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 def markdown_table() -> str:
     """README's table of the [model] and [train] settings."""
-    from .config import load_preset  # (config imports this module)
-
-    notes = default_notes(load_preset(RunSettings.preset))
-    lines = []
+    notes, lines = default_notes(), []
     for section, cls in SECTIONS.items():
         lines += ["", f"| [{section}] | default | what it is |", "|---|---|---|"]
         for name, opt in options(cls).items():

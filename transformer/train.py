@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _notes() -> dict[str, str]:
     """What a [model] or [train] setting's default becomes in the default preset and when fine-tuning."""
-    return {"preset": f"; the presets: {', '.join(cfg.presets())}", **default_notes(cfg.load_preset(DEFAULT_PRESET))}
+    return {"preset": f"; the presets: {', '.join(cfg.presets())}", **default_notes()}
 
 
 def read_flags(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
