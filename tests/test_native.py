@@ -109,13 +109,51 @@ def test_attention_kernel_equals_the_formula(case, causal, threads):
         g = torch.randn(*q_shape[:-1], ev)
     q[..., 0, :2] = torch.tensor([40.0, -40.0])  # a saturated softmax in the first rows
     out = N.attention_composite(q, k, v, is_causal=causal, scale=scale)
-    args = (g, q, k, v, out, None, None, causal, scale, 0.0, False)
+    args = (g, q, k, v, out, None, None, None, causal, scale, 0.0, False)
     ours, formula = native_attention.attention_backward(*args), N.attention_backward.formula(*args)
     assert ours[3] is None and formula[3] is None
     for a, b, like in zip(ours[:3], formula[:3], (q, k, v)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         # laid out as its input: a projection's heads get their grads back without a copy
         assert sorted(range(a.ndim), key=a.stride) == sorted(range(like.ndim), key=like.stride)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+@pytest.mark.parametrize("case", ATTENTION)
+def test_attention_forward_kernel_equals_torchs_and_its_logsumexps_serve_the_backward(case, causal, threads):
+    torch.manual_seed(0)
+    (q_shape, k_shape, ev), scale = ATTENTION[case], 0.3
+    q, k, v = torch.randn(q_shape) * 3, torch.randn(k_shape), torch.randn(*k_shape[:-1], ev)
+    if case == "heads of a QKV projection":
+        B, H, L, E = q_shape
+        q, k, v = (t.reshape(B, L, H, E).transpose(1, 2) for t in torch.randn(B, L, 3 * H * E).split(H * E, -1))
+    q[..., 0, :2] = torch.tensor([40.0, -40.0])
+    out, lse = native_attention.attention_forward(q, k, v, None, causal, scale)
+    expected, none = N.attention_forward.formula(q, k, v, None, causal, scale)
+    assert none is None
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    scores = (q.double() @ k.double().mT) * scale
+    if causal:
+        scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+    torch.testing.assert_close(lse.double(), scores.logsumexp(-1), rtol=1e-5, atol=1e-5)
+    if q.ndim == 4:  # laid out as torch's CPU attention lays it out: joining the heads is a view
+        assert out.transpose(1, 2).is_contiguous()
+    g = torch.randn(out.shape)
+    args = (g, q, k, v, out, lse, None, None, causal, scale, 0.0, False)
+    ours, formula = native_attention.attention_backward(*args), N.attention_backward.formula(*args)
+    for a, b in zip(ours[:3], formula[:3]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_an_attention_forward_input_that_is_not_finite_gets_torchs_output(where, value, threads):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 40, 16) for _ in range(3))
+    {"q": q, "k": k, "v": v}[where][1, 30, 3] = value
+    assert native_attention.attention_forward(q, k, v, None, True, 0.25) is NotImplemented
+    out, lse = N.attention_forward(q, k, v, None, True, 0.25)
+    torch.testing.assert_close(out, N.attention_forward.formula(q, k, v, None, True, 0.25)[0], equal_nan=True)
 
 
 @pytest.mark.parametrize("where", ["q", "k", "v", "out", "g"])
@@ -128,7 +166,7 @@ def test_an_attention_input_that_is_not_finite_gets_the_formulas_grads(where, va
     q, k, v, g = (torch.randn(2, 40, 16) for _ in range(4))
     out = N.attention_composite(q, k, v, is_causal=True, scale=0.25)
     {"q": q, "k": k, "v": v, "out": out, "g": g}[where][1, 30, 3] = value
-    args = (g, q, k, v, out, None, None, True, 0.25, 0.0, False)
+    args = (g, q, k, v, out, None, None, None, True, 0.25, 0.0, False)
     assert native_attention.attention_backward(*args) is NotImplemented
     for a, b in zip(N.attention_backward(*args)[:3], N.attention_backward.formula(*args)[:3]):
         torch.testing.assert_close(a, b, equal_nan=True)
@@ -179,11 +217,11 @@ def test_stacked_view_joins_only_slices_of_one_tensor():
 def test_the_attention_kernel_declines_what_it_does_not_cover(threads):
     q, k, v, g = (torch.randn(2, 3, 8, 16) for _ in range(4))
     out = N.attention_composite(q, k, v)
-    covered = (g, q, k, v, out, None, None, False, 0.25, 0.0, False)
+    covered = (g, q, k, v, out, None, None, None, False, 0.25, 0.0, False)
     assert native_attention.attention_backward(*covered) is not NotImplemented
     for changed in (
-        {5: torch.ones(8, 8, dtype=torch.bool)},  # a mask
-        {6: torch.ones(2, 3, 8, 8, dtype=torch.bool)},  # dropout's mask
+        {6: torch.ones(8, 8, dtype=torch.bool)},  # a mask
+        {7: torch.ones(2, 3, 8, 8, dtype=torch.bool)},  # dropout's mask
         {1: q[..., :12], 2: k[..., :12]},  # a head width that is not a multiple of the block
         {1: q[None], 2: k[None], 3: v[None], 0: g[None], 4: out[None]},  # 5 dims
         {2: k[:1].expand(2, 3, 8, 16).reshape(2, 3, 8, 16)[:, :2]},  # another leading shape
@@ -191,6 +229,9 @@ def test_the_attention_kernel_declines_what_it_does_not_cover(threads):
     ):
         args = [changed.get(i, a) for i, a in enumerate(covered)]
         assert native_attention.attention_backward(*args) is NotImplemented
+    assert native_attention.attention_forward(q, k, v, None, False, 0.25) is not NotImplemented
+    assert native_attention.attention_forward(q, k, v, torch.ones(8, 8, dtype=torch.bool), False, 0.25) is NotImplemented
+    assert native_attention.attention_forward(q[..., :12], k[..., :12], v, None, False, 0.25) is NotImplemented
 
 
 def test_the_kernels_read_strided_and_expanded_inputs_as_their_values(threads):
@@ -259,6 +300,7 @@ def _spy(monkeypatch):
     for formula in (
         E.gelu_backward,
         N.layer_norm_backward,
+        N.attention_forward,
         N.attention_backward,
         N.linear_product,
         N.linear_weight_grad,
@@ -415,10 +457,12 @@ def test_the_kernels_are_right_with_the_blocks_of_machines_without_avx512(fresh_
             torch.randn(2, 3, 11, 32),
             torch.randn(2, 3, 13, 32),
         )
-        out = N.attention_composite(q, k, v, is_causal=causal, scale=0.3)
-        args = (g, q, k, v, out, None, None, causal, 0.3, 0.0, False)
-        for a, b in zip(native_attention.attention_backward(*args)[:3], N.attention_backward.formula(*args)[:3]):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        out, lse = native_attention.attention_forward(q, k, v, None, causal, 0.3)
+        torch.testing.assert_close(out, N.attention_composite(q, k, v, is_causal=causal, scale=0.3), rtol=1e-5, atol=1e-5)
+        for kept in (lse, None):
+            args = (g, q, k, v, out, kept, None, None, causal, 0.3, 0.0, False)
+            for a, b in zip(native_attention.attention_backward(*args)[:3], N.attention_backward.formula(*args)[:3]):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_the_linear_products_are_left_to_the_formulas_where_they_do_not_pay_or_cannot_run(monkeypatch, built):

@@ -1,13 +1,16 @@
-/* Attention's backward, one (batch, head) at a time, with or without the causal mask (row
- * i sees keys j <= i):
- *   P_ij  = softmax_j(q_i . k_j scale),   out_i = sum_j P_ij v_j
+/* Attention, forward and backward, one (batch, head) at a time, with or without the causal
+ * mask (row i sees keys j <= i):
+ *   s_ij  = q_i . k_j scale,  lse_i = log sum_j e^s_ij,  P_ij = e^(s_ij - lse_i)  (softmax_j)
+ *   out_i = sum_j P_ij v_j
  *   D_i   = g_i . out_i                   (= sum_j P_ij (g_i . v_j): softmax's backward term)
  *   GS_ij = P_ij (g_i . v_j - D_i) scale  (the scores' grad, the scale folded in)
  *   gq_i  = sum_j GS_ij k_j,   gk_j = sum_i GS_ij q_i,   gv_j = sum_i P_ij g_i
  * The torch formula makes these as five batched products over copied heads plus a softmax,
  * each a pass over every head's (L, S) weights. Here one head's weights stay in its
  * thread's cache, a causal head's masked half is skipped, and every tensor is read and
- * written through its strides (a view of a QKV projection needs no copy).
+ * written through its strides (a view of a QKV projection needs no copy). The forward
+ * keeps lse; with it the backward makes P in one pass (without it: the max, the sum and
+ * the division, as the forward does).
  *
  * Every product is a block of R rows by W floats whose R x W sums stay in registers (R
  * independent chains, so the FMA units need not wait on one another): the scores against
@@ -105,15 +108,24 @@ static inline void weighted_rows(const attention_args *a, enum tensor n, int64_t
 }
 
 /* P's R rows from row i0 (each Sp wide): the weights of those queries, zeros past the keys
- * each sees (and for rows past L). Returns the keys the block's last row sees. */
+ * each sees (and for rows past L); from the rows' logsumexps lse_in where it is not NULL,
+ * else found, and then written to lse_out where it is not NULL. Returns the keys the
+ * block's last row sees. */
 static int64_t weights(const attention_args *a, int64_t b, int64_t h, int64_t i0, const float *kT, const float *zeros,
-                       float *P) {
+                       float *P, const float *lse_in, float *lse_out) {
     int64_t last = i0 + R < a->L ? i0 + R - 1 : a->L - 1, reach = seen(a, last);
     const float *q[R];
     rows_of(a, Q, b, h, i0, a->L, zeros, q);
     products(q, kT, a->E, a->Sp, reach, P);
     float scale = a->scale;
-    for (int64_t r = 0; r < R; r++) {
+    for (int64_t r = 0; lse_in && r < R; r++) { /* P_ij = e^(s_ij - lse_i): one pass */
+        float *Pr = P + r * a->Sp, top = i0 + r < a->L ? lse_in[i0 + r] : __builtin_inff();
+        int64_t n = i0 + r < a->L ? seen(a, i0 + r) : 0, blocks = (n + W - 1) / W * W;
+        #pragma omp simd
+        for (int64_t j = 0; j < blocks; j++) Pr[j] = j < n ? exp_f32(Pr[j] * scale - top) : 0.0f;
+        for (int64_t j = blocks; j < a->Sp; j++) Pr[j] = 0.0f;
+    }
+    for (int64_t r = 0; !lse_in && r < R; r++) {
         /* over whole blocks (no scalar tail), the keys past the n seen at -inf: weight 0 */
         float *Pr = P + r * a->Sp, top = -__builtin_inff(), total = 0.0f;
         int64_t n = i0 + r < a->L ? seen(a, i0 + r) : 0, blocks = (n + W - 1) / W * W;
@@ -131,21 +143,22 @@ static int64_t weights(const attention_args *a, int64_t b, int64_t h, int64_t i0
         #pragma omp simd
         for (int64_t j = 0; j < blocks; j++) Pr[j] *= inv;
         for (int64_t j = blocks; j < a->Sp; j++) Pr[j] = 0.0f;
+        if (lse_out && i0 + r < a->L) lse_out[i0 + r] = top + __builtin_logf(total);
     }
     return reach;
 }
 
-/* One head's grads. `buf`: kT (E x Sp), vT (Ev x Sp), P and GS (Lp x Sp each), a row of
- * zeros (max(E, Ev)). Returns 0, or nan where an input is not finite: then the skipped
+/* One head's grads, with its rows' logsumexps (NULL: found anew). `buf`: kT (E x Sp), vT
+ * (Ev x Sp), P and GS (Lp x Sp each), a row of zeros (max(E, Ev)). Returns 0, or nan where an input is not finite: then the skipped
  * (masked) products would not be 0 * x = 0, and torch's grads are nan in places this
  * loop never visits (attention_backward_f32 then leaves the head to the formula). */
-static float backward_head(const attention_args *a, int64_t b, int64_t h, float *buf) {
+static float backward_head(const attention_args *a, int64_t b, int64_t h, const float *lse, float *buf) {
     int64_t L = a->L, S = a->S, Sp = a->Sp, E = a->E, Ev = a->Ev;
     float scale = a->scale, *kT = buf, *vT = kT + E * Sp, *P = vT + Ev * Sp, *GS = P + a->Lp * Sp, *zeros = GS + a->Lp * Sp;
     float finite = transposed(a, K, b, h, E, kT) + transposed(a, V, b, h, Ev, vT);
     for (int64_t i0 = 0; i0 < L; i0 += R) {
         float *Pb = P + i0 * Sp, *GSb = GS + i0 * Sp; /* this block's rows */
-        int64_t reach = weights(a, b, h, i0, kT, zeros, Pb), blocks = (reach + W - 1) / W * W;
+        int64_t reach = weights(a, b, h, i0, kT, zeros, Pb, lse, NULL), blocks = (reach + W - 1) / W * W;
         const float *g[R];
         rows_of(a, G, b, h, i0, L, zeros, g);
         products(g, vT, Ev, Sp, reach, GSb); /* g_i . v_j */
@@ -188,10 +201,10 @@ static float backward_head(const attention_args *a, int64_t b, int64_t h, float 
     return finite;
 }
 
-/* Returns 0; 1 when an input holds an inf or a nan (the grads are then the formula's to
- * make); -1 when a thread's buffer could not be allocated (some heads' grads not written). */
+/* The grads of every head; lse as the forward's, or NULL. Returns 0; 1 when an input holds
+ * an inf or a nan (the grads are then the formula's to make); -1 when a thread's buffer could not be allocated (some heads' grads not written). */
 int attention_backward_f32(const float *q, const float *k, const float *v, const float *out, const float *g,
-                           float *gq, float *gk, float *gv, const int64_t *strides, int64_t B, int64_t H,
+                           float *gq, float *gk, float *gv, const float *lse, const int64_t *strides, int64_t B, int64_t H,
                            int64_t L, int64_t S, int64_t E, int64_t Ev, float scale, int causal, int threads) {
     attention_args a = {{q, k, v, out, g, gq, gk, gv}, strides, L, S, E, Ev, (L + R - 1) / R * R,
                         (S + W - 1) / W * W, scale, causal};
@@ -205,7 +218,55 @@ int attention_backward_f32(const float *q, const float *k, const float *v, const
         } else {
             int64_t begin, end;
             share(B * H, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
-            for (int64_t t = begin; t < end; t++) nonfinite |= backward_head(&a, t / H, t % H, buf) != 0.0f;
+            for (int64_t t = begin; t < end; t++) nonfinite |= backward_head(&a, t / H, t % H, lse ? lse + t * L : NULL, buf) != 0.0f;
+            free(buf);
+        }
+    }
+    return failed ? -1 : nonfinite;
+}
+
+/* One head's output, out_i = sum_j P_ij v_j, and each row's logsumexp of the scaled scores
+ * (lse, L floats). `buf`: kT (E x Sp), P (R x Sp), a row of zeros (E). */
+static float forward_head(const attention_args *a, int64_t b, int64_t h, float *lse, float *buf) {
+    float *kT = buf, *P = kT + a->E * a->Sp, *zeros = P + R * a->Sp, finite = transposed(a, K, b, h, a->E, kT);
+    for (int64_t j = 0; j < a->S; j++) {
+        const float *vj = row(a, V, b, h, j);
+        #pragma omp simd reduction(+ : finite)
+        for (int64_t e = 0; e < a->Ev; e++) finite += vj[e] * 0.0f;
+    }
+    for (int64_t i0 = 0; i0 < a->L; i0 += R) {
+        int64_t reach = weights(a, b, h, i0, kT, zeros, P, NULL, lse);
+        const float *w[R];
+        float *o[R];
+        for (int r = 0; r < R; r++) {
+            w[r] = P + r * a->Sp;
+            o[r] = i0 + r < a->L ? row(a, OUT, b, h, i0 + r) : NULL;
+            if (i0 + r < a->L) finite += lse[i0 + r] * 0.0f; /* (nan where a q or k was not finite) */
+        }
+        weighted_rows(a, V, b, h, w, 1, 0, reach, a->Ev, o);
+    }
+    return finite;
+}
+
+/* out and lse (B x H x L, contiguous) of every head; `strides` holds those of q, k, v and
+ * out. Returns 0; 1 when an input holds an inf or a nan (attention.py then leaves the call
+ * to torch's attention); -1 when a thread's buffer could not be allocated. */
+int attention_forward_f32(const float *q, const float *k, const float *v, float *out, float *lse,
+                          const int64_t *strides, int64_t B, int64_t H, int64_t L, int64_t S, int64_t E, int64_t Ev,
+                          float scale, int causal, int threads) {
+    attention_args a = {{q, k, v, out, 0, 0, 0, 0}, strides, L, S, E, Ev, (L + R - 1) / R * R,
+                        (S + W - 1) / W * W, scale, causal};
+    size_t floats = (size_t)((E + R) * a.Sp + E);
+    int failed = 0, nonfinite = 0;
+    #pragma omp parallel num_threads(threads) reduction(| : failed, nonfinite)
+    {
+        float *buf = calloc(floats, sizeof(float));
+        if (!buf) {
+            failed = 1;
+        } else {
+            int64_t begin, end;
+            share(B * H, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
+            for (int64_t t = begin; t < end; t++) nonfinite |= forward_head(&a, t / H, t % H, lse + t * L, buf) != 0.0f;
             free(buf);
         }
     }

@@ -1,5 +1,5 @@
-"""Attention's backward as one C loop per head (attention.c); the formula is
-tinygraph.ops.nn.attention_backward."""
+"""Attention's forward and backward, each as one C loop per head (attention.c); the formulas
+are tinygraph.ops.nn.attention_forward and attention_backward."""
 
 from __future__ import annotations
 
@@ -12,13 +12,37 @@ from ..tensor import empty_in_order, joinable_empty, memory_order, stacked_view
 from . import covers, function, library, pointer, threads
 
 
-def attention_backward(g, q, k, v, out, attn_mask, keep, is_causal, scale, dropout_p, needs_mask_grad):
+def attention_forward(q, k, v, attn_mask, is_causal, scale):
+    """(out, lse) of softmax(q k^T scale) v, as the formula's arguments: lse is each query
+    row's logsumexp of its scaled scores, which spares backward the softmax's sums. It covers
+    no mask (or the causal one); the output is laid out as torch's CPU attention lays it out,
+    (B, L, H, Ev) in memory, so that joining the heads again is a view."""
+    if attn_mask is not None or not _fits(q, k, v):
+        return NotImplemented
+    kernel = function(
+        "attention_forward_f32", *[ctypes.c_void_p] * 6, *[ctypes.c_int64] * 6, ctypes.c_float, ctypes.c_int,
+        ctypes.c_int, restype=ctypes.c_int,
+    )  # fmt: skip
+    if kernel is None:
+        return NotImplemented
+    Ev = v.shape[-1]
+    if q.ndim == 4:
+        out = q.new_empty(q.shape[0], q.shape[2], q.shape[1], Ev).transpose(1, 2)
+    else:
+        out = q.new_empty(*q.shape[:-1], Ev)
+    lse = q.new_empty(q.shape[:-1])
+    status = _call(kernel, (q, k, v, out), lse, scale, is_causal)
+    return NotImplemented if status else (out, lse)  # (an inf or a nan among the inputs: torch's attention)
+
+
+def attention_backward(g, q, k, v, out, lse, attn_mask, keep, is_causal, scale, dropout_p, needs_mask_grad):
     """(gq, gk, gv, g_mask) of softmax(q k^T scale) v, as the formula's arguments; it covers
-    no mask (or the causal one) and no dropout."""
+    no mask (or the causal one) and no dropout. With the forward's `lse` (None: not at hand)
+    the weights take one pass, not three."""
     if attn_mask is not None or keep is not None or not _fits(q, k, v, g, out):
         return NotImplemented
     kernel = function(
-        "attention_backward_f32", *[ctypes.c_void_p] * 9, *[ctypes.c_int64] * 6, ctypes.c_float, ctypes.c_int,
+        "attention_backward_f32", *[ctypes.c_void_p] * 10, *[ctypes.c_int64] * 6, ctypes.c_float, ctypes.c_int,
         ctypes.c_int, restype=ctypes.c_int,
     )  # fmt: skip
     if kernel is None:
@@ -29,19 +53,27 @@ def attention_backward(g, q, k, v, out, attn_mask, keep, is_causal, scale, dropo
         grads = tuple(joinable_empty(joint.shape, memory_order(joint), q).unbind(0))
     else:
         grads = tuple(empty_in_order(t.shape, memory_order(t), t) for t in (q, k, v))  # as the heads lie
-    views = [_as_heads(t) for t in (q, k, v, out, g, *grads)]
-    strides = torch.tensor([s for t in views for s in t.stride()[:3]], dtype=torch.int64)
-    B, H, L, E = views[0].shape
-    S, Ev = views[1].shape[2], views[2].shape[3]
-    team = min(threads(B * H * L * S), B * H)  # a thread per head at most: each holds two L x S blocks
-    status = kernel(*map(pointer, views), pointer(strides), B, H, L, S, E, Ev, scale, is_causal, team)
-    if status < 0:
-        raise MemoryError(
-            f"attention's backward could not allocate its per-thread buffers ({L} x {S} weights); free some "
-            "memory, or set TINYGRAPH_NATIVE=0 to run its torch formula instead."
-        )
+    lse = lse.contiguous() if lse is not None and covers(lse) and lse.shape == q.shape[:-1] else None
+    status = _call(kernel, (q, k, v, out, g, *grads), lse, scale, is_causal)
     # an inf or a nan among the inputs: the formula's grads, whose nans fall where torch's do
     return NotImplemented if status else (*grads, None)
+
+
+def _call(kernel, tensors, lse, scale, is_causal):
+    """Run a kernel on q, k, v, the output and the rest of attention.c's `enum tensor` (their
+    strides passed along) and the logsumexps; 0, or 1 where an input was not finite."""
+    heads = [_as_heads(t) for t in tensors]
+    strides = torch.tensor([s for t in heads for s in t.stride()[:3]], dtype=torch.int64)
+    B, H, L, E = heads[0].shape
+    S, Ev = heads[1].shape[2], heads[2].shape[3]
+    team = min(threads(B * H * L * S), B * H)  # a thread per head at most: each holds an L x S block or two
+    status = kernel(*map(pointer, heads), pointer(lse), pointer(strides), B, H, L, S, E, Ev, scale, is_causal, team)
+    if status < 0:
+        raise MemoryError(
+            f"attention's kernel could not allocate its per-thread buffers ({L} x {S} weights); free some "
+            "memory, or set TINYGRAPH_NATIVE=0 to run its torch formula instead."
+        )
+    return status
 
 
 def _fits(q, k, v, *others):

@@ -547,9 +547,10 @@ class ScaledDotProductAttention(Function):
     (Keeping the output means that changing it in place before backward is an error, where
     torch's math path, which keeps the weights instead, allows it: a deliberate difference.)
 
-    Without dropout the forward is torch's fused attention kernel (a forward: no autograd
-    involved); with dropout it computes the weights itself, to know the mask it drew. The
-    backward is `attention_backward` (on CPU float32, without a mask, a C kernel:
+    Without dropout the forward is `attention_forward` (torch's fused attention kernel, a
+    forward: no autograd involved; on CPU float32 without a mask, a C kernel that also keeps
+    each row's logsumexp); with dropout it computes the weights itself, to know the mask it
+    drew. The backward is `attention_backward` (on CPU float32 without a mask, a C kernel:
     tinygraph/native/attention.c).
     """
 
@@ -562,36 +563,41 @@ class ScaledDotProductAttention(Function):
         ctx.scale = scale if scale is not None else 1 / math.sqrt(q.shape[-1])
         ctx.is_causal, ctx.dropout_p = is_causal, dropout_p
         ctx.kernel = _attention_kernel_fits(q, k, v, attn_mask, dropout_p, ctx.needs_input_grad)
-        if ctx.kernel:  # flash attention: the output and one logsumexp per query row are kept
+        keep = lse = None  # (lse: one logsumexp per query row, where a kernel kept them)
+        if ctx.kernel:  # flash attention
             out, lse = kernels.module("attention").attention_forward(
                 q, k, v, attn_mask, is_causal=is_causal, scale=ctx.scale
             )
-            ctx.save_for_backward(q, k, v, attn_mask, out, lse)
-            return out
-        keep = None
-        if dropout_p:
+        elif dropout_p:
             p = _attention_weights(q, k, attn_mask, is_causal, ctx.scale)
             keep = torch.rand_like(p) >= dropout_p
             out = p.mul_(keep).mul_(1 / (1 - dropout_p)) @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask, is_causal=is_causal, scale=ctx.scale)
-        ctx.save_for_backward(q, k, v, attn_mask, out, keep)
+            out, lse = attention_forward(q, k, v, attn_mask, is_causal, ctx.scale)
+        ctx.save_for_backward(q, k, v, attn_mask, out, lse, keep)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v, attn_mask, out, keep = ctx.saved_tensors
-        if ctx.kernel:  # keep is the forward's logsumexp there
+        q, k, v, attn_mask, out, lse, keep = ctx.saved_tensors
+        if ctx.kernel:
             kernel = kernels.module("attention").attention_backward
-            return *kernel(g, q, k, v, out, keep, attn_mask, is_causal=ctx.is_causal, scale=ctx.scale), None
+            return *kernel(g, q, k, v, out, lse, attn_mask, is_causal=ctx.is_causal, scale=ctx.scale), None
         options = (ctx.is_causal, ctx.scale, ctx.dropout_p, ctx.needs_input_grad[3])
-        return attention_backward(g, q, k, v, out, attn_mask, keep, *options)
+        return attention_backward(g, q, k, v, out, lse, attn_mask, keep, *options)
+
+
+@preferred(native_attention.attention_forward)
+def attention_forward(q, k, v, attn_mask, is_causal, scale):
+    """(softmax(q k^T scale + mask) v, None): torch's fused attention. (The C kernel returns
+    each query row's logsumexp in place of the None, for its backward.)"""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask, is_causal=is_causal, scale=scale), None
 
 
 @preferred(native_attention.attention_backward)
-def attention_backward(g, q, k, v, out, attn_mask, keep, is_causal, scale, dropout_p, needs_mask_grad):
+def attention_backward(g, q, k, v, out, lse, attn_mask, keep, is_causal, scale, dropout_p, needs_mask_grad):
     """(gq, gk, gv, g_mask) of softmax(q k^T scale + mask) v, the weights recomputed, `keep`
-    the dropout mask (or None)."""
+    the dropout mask (or None). (`lse`, the forward's logsumexps or None, is the C kernel's.)"""
     # heads are usually strided views (of a QKV projection, of the output's grad): copied
     # once here, where each of the five products below would copy its operands again
     q, k, v, g = (t.contiguous() for t in (q, k, v, g))
