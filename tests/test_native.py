@@ -231,7 +231,8 @@ def test_the_attention_kernel_declines_what_it_does_not_cover(threads):
         args = [changed.get(i, a) for i, a in enumerate(covered)]
         assert native_attention.attention_backward(*args) is NotImplemented
     assert native_attention.attention_forward(q, k, v, None, False, 0.25) is not NotImplemented
-    assert native_attention.attention_forward(q, k, v, torch.ones(8, 8, dtype=torch.bool), False, 0.25) is NotImplemented
+    mask = torch.ones(8, 8, dtype=torch.bool)
+    assert native_attention.attention_forward(q, k, v, mask, False, 0.25) is NotImplemented
     assert native_attention.attention_forward(q[..., :12], k[..., :12], v, None, False, 0.25) is NotImplemented
 
 
@@ -459,7 +460,8 @@ def test_the_kernels_are_right_with_the_blocks_of_machines_without_avx512(fresh_
             torch.randn(2, 3, 13, 32),
         )
         out, lse = native_attention.attention_forward(q, k, v, None, causal, 0.3)
-        torch.testing.assert_close(out, N.attention_composite(q, k, v, is_causal=causal, scale=0.3), rtol=1e-5, atol=1e-5)
+        expected = N.attention_composite(q, k, v, is_causal=causal, scale=0.3)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
         for kept in (lse, None):
             args = (g, q, k, v, out, kept, None, None, causal, 0.3, 0.0, False)
             for a, b in zip(native_attention.attention_backward(*args)[:3], N.attention_backward.formula(*args)[:3]):
