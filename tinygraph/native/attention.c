@@ -59,11 +59,10 @@ static inline void rows_of(const attention_args *a, enum tensor n, int64_t b, in
 static float transposed(const attention_args *a, enum tensor n, int64_t b, int64_t h, int64_t width, float *to) {
     float finite = 0.0f;
     for (int64_t j = 0; j < a->S; j++) {
-        const float *x = row(a, n, b, h, j);
-        for (int64_t e = 0; e < width; e++) {
-            to[e * a->Sp + j] = x[e];
-            finite += x[e] * 0.0f;
-        }
+        const float *restrict x = row(a, n, b, h, j);
+        #pragma omp simd reduction(+ : finite)
+        for (int64_t e = 0; e < width; e++) finite += x[e] * 0.0f;
+        for (int64_t e = 0; e < width; e++) to[e * a->Sp + j] = x[e]; /* (apart: no chain of adds to wait on) */
     }
     for (int64_t e = 0; e < width; e++)
         for (int64_t j = a->S; j < a->Sp; j++) to[e * a->Sp + j] = 0.0f;
@@ -164,11 +163,11 @@ static float backward_head(const attention_args *a, int64_t b, int64_t h, const 
         products(g, vT, Ev, Sp, reach, GSb); /* g_i . v_j */
         for (int64_t r = 0; r < R; r++) {
             float *Pr = Pb + r * Sp, *GSr = GSb + r * Sp, d = 0.0f;
-            const float *o = i0 + r < L ? row(a, OUT, b, h, i0 + r) : zeros;
+            const float *restrict o = i0 + r < L ? row(a, OUT, b, h, i0 + r) : zeros, *restrict gr = g[r];
             #pragma omp simd reduction(+ : d, finite)
             for (int64_t e = 0; e < Ev; e++) {
-                d += g[r][e] * o[e];
-                finite += (g[r][e] + o[e]) * 0.0f;
+                d += gr[e] * o[e];
+                finite += (gr[e] + o[e]) * 0.0f;
             }
             const float *qr = i0 + r < L ? row(a, Q, b, h, i0 + r) : zeros;
             #pragma omp simd reduction(+ : finite)
