@@ -2,6 +2,7 @@
 
 import gc
 import weakref
+from typing import ClassVar
 
 import pytest
 import torch
@@ -349,3 +350,55 @@ def test_post_accumulate_hooks_fire_once_when_a_leafs_grad_is_complete():
     loss2 = ((tg.zeros(3) @ w + b).tanh()).sum()
     loss2.backward()
     assert [name for name, _ in seen] == ["w"]
+
+
+class FoldingSum(tg.Function):
+    """a + b, whose backward adds what waits for either input into that input's grad itself
+    (as layer norm's does for the residual stream): the engine's `folds` protocol."""
+
+    folds = True
+    waited: ClassVar[list] = []
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a + b
+
+    @staticmethod
+    def backward(ctx, g):
+        waiting = ctx.waiting or (None, None)
+        FoldingSum.waited.append(tuple(w is not None for w in waiting))
+        ctx.folded = tuple(w is not None for w in waiting)
+        return tuple(g * 1 if w is None else g + w for w in waiting)
+
+
+@pytest.mark.parametrize("how", ["backward", "hook", "retain_grad", "grad", "create_graph", "one node twice"])
+def test_a_grad_that_waits_is_folded_into_an_ops_backward_without_changing_any_grad(how):
+    FoldingSum.waited.clear()
+    x0 = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+
+    def program(lib, x, fold):
+        h = x.exp()
+        if how == "hook":
+            h.register_hook(lambda g: g * 10)
+        if how == "retain_grad":
+            h.retain_grad()
+        summed = fold(h, x.sin() if how != "one node twice" else h)
+        # backward runs the second term's nodes first: their grad for h waits when fold's runs
+        return (summed * lib.arange(3.0, dtype=torch.float64)).sum() + (h * 3).sin().sum(), h
+
+    x = tg.Tensor(x0.clone(), requires_grad=True)
+    out, h = program(tg, x, FoldingSum.apply)
+    xt = x0.clone().requires_grad_()
+    out_t, h_t = program(torch, xt, torch.add)
+    if how in ("grad", "create_graph"):
+        (ours,) = tg.grad(out, x, create_graph=how == "create_graph")
+        (theirs,) = torch.autograd.grad(out_t, xt)
+    else:
+        out.backward()
+        out_t.backward()
+        ours, theirs = x.grad, xt.grad
+    torch.testing.assert_close(ours.data, theirs)
+    if how == "retain_grad":
+        torch.testing.assert_close(h.grad.data, h_t.grad)
+    # folded where it can be: a plain backward, and h fed to only one of the op's inputs
+    assert FoldingSum.waited == [(how in ("backward", "hook", "retain_grad"), False)]

@@ -78,9 +78,10 @@ def test_layer_norm_kernel_equals_the_formula(shape, features, weighted, threads
     weight = torch.randn(normalized) if weighted else None
     _, mean, rstd = torch.native_layer_norm(x, normalized, weight, None, 1e-5)
     dims = tuple(range(len(shape) - features, len(shape)))
-    for needs in [(True, True, True), (True, False, True), (True, True, False)]:
-        ours = native_layer_norm.layer_norm_backward(g, x, weight, mean, rstd, dims, needs)
-        formula = N.layer_norm_backward.formula(g, x, weight, mean, rstd, dims, needs)
+    waiting = torch.randn(shape)  # a grad of x from elsewhere, added in the same pass
+    for needs, add in [((True, True, True), None), ((True, False, True), waiting), ((True, True, False), None)]:
+        ours = native_layer_norm.layer_norm_backward(g, x, weight, mean, rstd, dims, needs, add)
+        formula = N.layer_norm_backward.formula(g, x, weight, mean, rstd, dims, needs, add)
         for a, b in zip(ours, formula):
             assert (a is None) == (b is None)
             if a is not None:
@@ -247,8 +248,9 @@ def test_the_kernels_read_strided_and_expanded_inputs_as_their_values(threads):
     weight = torch.randn(80)[::2]  # every other element
     _, mean, rstd = torch.native_layer_norm(x, (40,), weight, None, 1e-5)
     needs = (True, True, True)
-    ours = native_layer_norm.layer_norm_backward(g, x, weight, mean, rstd, (1,), needs)
-    for a, b in zip(ours, N.layer_norm_backward.formula(g, x, weight, mean, rstd, (1,), needs)):
+    waiting = torch.randn(40, 1).expand(40, 6).t()  # (strided too)
+    ours = native_layer_norm.layer_norm_backward(g, x, weight, mean, rstd, (1,), needs, waiting)
+    for a, b in zip(ours, N.layer_norm_backward.formula(g, x, weight, mean, rstd, (1,), needs, waiting)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -256,11 +258,12 @@ def test_the_kernels_decline_what_they_would_misread_or_run_slowly(threads):
     x, g = torch.randn(6, 40), torch.randn(6, 40)
     _, mean, rstd = torch.native_layer_norm(x, (40,), None, None, 1e-5)
     needs = (True, False, False)
-    assert native_layer_norm.layer_norm_backward(g, x, None, mean[:3], rstd, (1,), needs) is NotImplemented
-    assert native_layer_norm.layer_norm_backward(g, x, torch.ones(7), mean, rstd, (1,), needs) is NotImplemented
+    assert native_layer_norm.layer_norm_backward(g, x, None, mean[:3], rstd, (1,), needs, None) is NotImplemented
+    assert native_layer_norm.layer_norm_backward(g, x, torch.ones(7), mean, rstd, (1,), needs, None) is NotImplemented
+    assert native_layer_norm.layer_norm_backward(g, x, None, mean, rstd, (1,), needs, g[:, :1]) is NotImplemented
     _, mean, rstd = torch.native_layer_norm(x[:2], (40,), None, None, 1e-5)
     torch.set_num_threads(3)  # (the fixture puts it back)
-    declined = native_layer_norm.layer_norm_backward(g[:2], x[:2], None, mean, rstd, (1,), needs)
+    declined = native_layer_norm.layer_norm_backward(g[:2], x[:2], None, mean, rstd, (1,), needs, None)
     assert declined is NotImplemented  # three threads for two rows: the formula is faster
     negated = torch.tensor([1 + 2j]).conj().imag  # its memory holds the value before negation
     assert negated.is_contiguous() and negated.is_neg() and not native.covers(negated)

@@ -220,6 +220,9 @@ def _run(
                         _accumulate(ref(), gs, shared=True)
             if targets is not None and (node in stop or node not in needed):
                 continue  # grad() frees only the nodes it runs, as torch's does
+            folding = node.fn.folds and targets is None and not create_graph and observer is None
+            if folding:
+                node.waiting, node.folded = _waiting(node, pending), ()
             grads = _call_backward(node, g, create_graph)
             if observer is not None:
                 observer.backward_ran(node, g, grads)
@@ -247,7 +250,9 @@ def _run(
                 if node.stack is not None:
                     _check_finite(node, i, g_in)
                 if targets is None and type(dest) is Node and not dest.fn.multi_output:
-                    pending[dest] = g_in if dest not in pending else pending[dest] + g_in  # the common case
+                    if dest in pending and not (folding and i < len(node.folded) and node.folded[i]):
+                        g_in = pending[dest] + g_in
+                    pending[dest] = g_in  # (the common case)
                     continue
                 arrive(dest, slot, g_in)
             if sinks is not None:
@@ -257,6 +262,19 @@ def _run(
     if targets is not None:
         _leaf_hooks_on_found(targets, found)
     return found
+
+
+def _waiting(node: Node, pending: dict) -> tuple:
+    """For an op that folds: the grad waiting for each input, where it can be folded in (a
+    plain grad of the input's shape and dtype, for a node that this op's other inputs do not
+    also feed: their grads must be added to the total, not to what waited)."""
+    dests = [id(e[0]) for e in node.edges if e is not None]
+    waiting = []
+    for edge in node.edges:
+        g = pending.get(edge[0]) if edge is not None and type(edge[0]) is Node else None
+        fits = g is not None and g.shape == edge[1] and g.dtype == edge[2] and dests.count(id(edge[0])) == 1
+        waiting.append(g if fits and not edge[0].fn.multi_output else None)
+    return tuple(waiting)
 
 
 def _note_repeats(grads: Sequence, shared: set[int]) -> None:

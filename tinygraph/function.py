@@ -177,6 +177,8 @@ class Node:
     """
 
     _retained: tuple = ()  # (slot, weakref) of non-leaf Tensors that asked for retain_grad()
+    waiting: tuple = ()  # for an op that folds: the grad already waiting for each input (see Function)
+    folded: tuple = ()  # and which of them its backward added in
     _hooks: tuple = ()  # (slot, hook) of register_hook on this node's outputs
     _released = False
     _saved: tuple = ()
@@ -286,9 +288,16 @@ class Function:
     A fused op may also set `composite`: the same function composed of primitive ops.
     Its hand-written backward serves first-order gradients; under create_graph the
     engine differentiates the composite instead, so higher orders stay exact.
+
+    An op whose backward can add, in the same pass, a grad that is already waiting for one
+    of its inputs (the residual stream's grad, for a layer norm) sets `folds = True`. The
+    engine then hands backward the waiting grads in `ctx.waiting` (one per input, None
+    where none waits or it cannot be folded), and backward names those it added in
+    `ctx.folded`; the engine takes each such grad in place of the one that waited.
     """
 
     composite: ClassVar[Any] = None
+    folds: ClassVar[bool] = False
     multi_output: ClassVar[bool] = False
     view: ClassVar[bool] = False
     provides: ClassVar[tuple[str, ...]] = ()

@@ -11,12 +11,15 @@ import torch
 from . import covers, function, pointer, threads
 
 
-def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad):
-    """(gx, gw, gb) of layer norm from the forward's mean and rstd, as the formula's arguments."""
-    if not covers(g, x, weight, mean, rstd) or g.shape != x.shape or x.numel() == 0:
+def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad, waiting):
+    """(gx, gw, gb) of layer norm from the forward's mean and rstd, as the formula's arguments
+    (gx with `waiting` added, where it is not None)."""
+    if not covers(g, x, weight, mean, rstd, waiting) or g.shape != x.shape or x.numel() == 0:
+        return NotImplemented
+    if waiting is not None and waiting.shape != x.shape:
         return NotImplemented
     kernel = function(
-        "layer_norm_backward_f32", *[ctypes.c_void_p] * 8, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
+        "layer_norm_backward_f32", *[ctypes.c_void_p] * 9, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
         restype=ctypes.c_int,
     )  # fmt: skip
     if kernel is None:
@@ -33,8 +36,9 @@ def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad):
         return NotImplemented
     g, x, mean, rstd = g.contiguous(), x.contiguous(), mean.contiguous(), rstd.contiguous()
     weight = weight.contiguous() if weight is not None else None
+    waiting = waiting.contiguous() if waiting is not None else None
     gx, gw, gb = torch.empty_like(x), x.new_empty(normalized), x.new_empty(normalized)
-    args = (g, x, mean, rstd, weight, gx, gw, gb)
+    args = (g, x, mean, rstd, weight, waiting, gx, gw, gb)
     if kernel(*map(pointer, args), rows, d, team):
         raise MemoryError(
             f"layer_norm's backward could not allocate its partial sums ({24 * d} bytes per thread); free some "

@@ -183,6 +183,7 @@ class LayerNorm(Function):
     """Normalize over the trailing `normalized_shape` dims (biased variance), then scale and shift."""
 
     autocast = "float32"
+    folds = True  # (the formula and the C kernel add the residual stream's grad: see backward)
 
     composite = staticmethod(layer_norm_composite)
 
@@ -211,7 +212,9 @@ class LayerNorm(Function):
     def backward(ctx, g):
         x, weight, mean, rstd = ctx.saved_tensors
         if not ctx.kernel:
-            return layer_norm_backward(g, x, weight, mean, rstd, ctx.features, ctx.needs_input_grad)
+            waiting = ctx.waiting[0] if ctx.waiting else None  # x's grad so far (the residual stream's)
+            ctx.folded = (waiting is not None,)
+            return layer_norm_backward(g, x, weight, mean, rstd, ctx.features, ctx.needs_input_grad, waiting)
         batch = x.shape[: x.ndim - len(ctx.features)]
         gx, gw, gb = kernels.module("layer_norm").layer_norm_backward(
             g.reshape(*batch, -1), x.reshape(*batch, -1), mean, rstd, _flat(weight), ctx.needs_input_grad[:3]
@@ -226,8 +229,9 @@ def _flat(t):
 
 @preferred(native_layer_norm.layer_norm_backward)
 @compiled
-def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad):
-    """(gx, gw, gb) of layer norm from the forward's mean and rstd (a None where not needed)."""
+def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad, waiting):
+    """(gx, gw, gb) of layer norm from the forward's mean and rstd (a None where not needed);
+    gx with `waiting` (a grad of x from elsewhere, or None) added."""
     _, dw, db = needs_input_grad[:3]
     batch = tuple(range(x.ndim - len(features)))
     xhat = (x - mean).mul_(rstd)  # recomputed: cheaper than keeping it
@@ -237,7 +241,8 @@ def layer_norm_backward(g, x, weight, mean, rstd, features, needs_input_grad):
     mean_g = gxhat.mean(features, keepdim=True)
     mean_gx = (gxhat * xhat).mean(features, keepdim=True)
     # gx = (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat)) * rstd, in place
-    return gxhat.sub_(mean_g).sub_(xhat.mul_(mean_gx)).mul_(rstd), gw, gb
+    gx = gxhat.sub_(mean_g).sub_(xhat.mul_(mean_gx)).mul_(rstd)
+    return (gx if waiting is None else gx.add_(waiting)), gw, gb
 
 
 def _sum_over(t, dims):
