@@ -268,11 +268,11 @@ def _waiting(node: Node, pending: dict) -> tuple:
     """For an op that folds: the grad waiting for each input, where it can be folded in (a
     plain grad of the input's shape and dtype, for a node that this op's other inputs do not
     also feed: their grads must be added to the total, not to what waited)."""
-    dests = [id(e[0]) for e in node.edges if e is not None]
+    dests = [e[0] for e in node.edges if e is not None]
     waiting = []
     for edge in node.edges:
         g = pending.get(edge[0]) if edge is not None and type(edge[0]) is Node else None
-        fits = g is not None and g.shape == edge[1] and g.dtype == edge[2] and dests.count(id(edge[0])) == 1
+        fits = g is not None and g.shape == edge[1] and g.dtype == edge[2] and sum(d is edge[0] for d in dests) == 1
         waiting.append(g if fits and not edge[0].fn.multi_output else None)
     return tuple(waiting)
 
