@@ -109,13 +109,23 @@ def test_every_step_of_the_page_is_what_the_trace_recorded():
                 assert shown["step"] == trace.order[edge[0]]
         source = data["sources"][step["source"]]
         assert source["op"] == node.name and source["code"].lstrip().startswith(("@staticmethod", "def backward"))
-    sdpa = next(s for s in data["steps"] if s["name"] == "ScaledDotProductAttention")
-    assert sdpa["module"] == "attn" and sdpa["kind"] == "MultiHeadSelfAttention"
-    assert [i["to"] is None for i in sdpa["inputs"]] == [False, False, False, True]  # q, k, v; no mask
-    assert sdpa["inputs"][3]["value"] == "None"
+    attention = next(s for s in data["steps"] if s["name"] == "PackedAttention")
+    assert attention["module"] == "attn" and attention["kind"] == "MultiHeadSelfAttention"
+    assert [i["to"] is None for i in attention["inputs"]] == [False]  # qkv, its heads unflattened
     linear = next(s for s in data["steps"] if s["name"] == "Linear" and s["module"] == "mlp.fc")
     assert linear["inputs"][1]["to"] == "mlp.fc.weight" and linear["inputs"][2]["to"] == "mlp.fc.bias"
     assert [s["from"] for s in data["steps"][:2]] == [[], [1]]  # #1 got the output's grad; #2 got what #1 sent
+
+
+@needs_dot
+def test_an_input_that_is_not_a_tensor_shows_its_value():
+    q, k, v = (tg.randn(1, 2, 3, 4, requires_grad=True) for _ in range(3))
+    with viz.Trace() as trace:
+        out = tg.nn.functional.scaled_dot_product_attention(q, k, v)
+        out.backward(tg.randn(out.shape))
+    (step,) = page_data(explorer.render(out, trace, title="attention"))["steps"]
+    assert [i["to"] is None for i in step["inputs"]] == [False, False, False, True]  # q, k, v; no mask
+    assert step["inputs"][3]["value"] == "None"
 
 
 @needs_dot
@@ -168,8 +178,8 @@ def tool():
 def test_the_tool_writes_the_explorer(tmp_path):
     out = tmp_path / "block.html"
     result = run_tool("--layer", "Block", "--format", "html", "--out", str(out))
-    assert result.returncode == 0 and "15 backward steps" in result.stdout
-    assert len(page_data(out.read_text())["steps"]) == 15
+    assert result.returncode == 0 and "12 backward steps" in result.stdout
+    assert len(page_data(out.read_text())["steps"]) == 12
 
 
 def test_the_explorer_is_backward_only(tmp_path, capsys):

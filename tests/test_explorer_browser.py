@@ -157,8 +157,8 @@ def test_a_click_on_an_op_or_on_a_link_in_the_panel_jumps_to_its_step(page, bloc
     uri, trace, nodes = block_page
     at(page, uri, 1)
     page.keyboard.press("0")  # fit the whole drawing
-    target = next(k for k, n in enumerate(nodes, 1) if n.name == "ScaledDotProductAttention")
-    page.locator(".view:not([hidden]) g.node", has_text=f"#{target} ScaledDotProductAttention").click()
+    target = next(k for k, n in enumerate(nodes, 1) if n.name == "PackedAttention")
+    page.locator(".view:not([hidden]) g.node", has_text=f"#{target} PackedAttention").click()
     assert shown(page) == target
     check_panel(page, trace, nodes, target)
     link = page.locator("#panel .grad a").first  # the op that receives input 0's grad

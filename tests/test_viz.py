@@ -56,10 +56,10 @@ def test_block_graph_matches_the_recorded_graph():
     labels = {n["label"].split("\n")[0] for n in params}
     assert {"attn.qkv.weight", "mlp.fc.bias", "ln1.weight"} <= labels
     clusters = {n["label"].split("\n")[0].split()[-1]: n["cluster"] for n in ops}
-    assert clusters["ScaledDotProductAttention"] == "attn" and clusters["Gelu"] == "mlp"
+    assert clusters["PackedAttention"] == "attn" and clusters["Gelu"] == "mlp"
     assert all("grad norm" in n["label"] for n in params)
-    sdpa = next(n for n in ops if "ScaledDotProductAttention" in n["label"])
-    assert "saved" in sdpa["label"] and "grad 0: (2, 2, 3, 4)" in sdpa["label"]
+    attention = next(n for n in ops if "PackedAttention" in n["label"])
+    assert "saved" in attention["label"] and "grad 0: (2, 3, 3, 2, 4)" in attention["label"]  # qkv's
 
 
 def test_forward_view_shows_saved_tensors_and_flows_forward():
@@ -122,7 +122,7 @@ def test_collapsing_a_two_block_model():
         "module:layers.6",
     }
     per_block = sum(1 for scope in trace.scope_of.values() if scope and scope.startswith("layers.3"))
-    assert per_block == 15  # 2 norms, 4 linears, 2 reshapes, 2 permutes, unbind, attention, gelu, 2 adds
+    assert per_block == 12  # 2 norms, 4 linears, 2 reshapes, attention, gelu, 2 adds
     for block in ("layers.3", "layers.4"):
         assert modules[f"module:{block}"]["label"] == f"{block}\nBlock, {per_block} ops (collapsed)"
     assert len(collapsed.nodes) < len(full.nodes) / 4
@@ -165,7 +165,7 @@ def test_the_tool_renders_a_block_by_default(tmp_path):
     result = run_tool("--out", str(tmp_path / "block_backward.svg"))
     assert result.returncode == 0 and "Wrote" in result.stdout
     svg = (tmp_path / "block_backward.svg").read_text()
-    assert svg.startswith("<?xml") and "attn.qkv.weight" in svg and "ScaledDotProductAttention" in svg
+    assert svg.startswith("<?xml") and "attn.qkv.weight" in svg and "PackedAttention" in svg
 
 
 @pytest.mark.skipif(not HAS_DOT, reason="graphviz's dot is not installed (CI installs it)")

@@ -74,7 +74,10 @@ def joinable_empty(shape: Any, order: list[int], like: torch.Tensor) -> torch.Te
 
 
 def joinable(t: Any) -> bool:
-    """Whether `t` is a view of a buffer made by `joinable_empty`."""
+    """Whether `t` is a view of a buffer made by `joinable_empty` (never inside torch.compile,
+    where no kernel makes one)."""
+    if torch.compiler.is_compiling():
+        return False
     base = getattr(t, "_base", None) if type(t) is torch.Tensor else None
     return base is not None and _JOINABLE.get(id(base)) is base
 

@@ -125,6 +125,21 @@ def attention_inputs(draw):
 
 
 @st.composite
+def packed_attention_inputs(draw):
+    batch = draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=2))
+    L, H, E = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    kwargs = {"is_causal": draw(st.booleans())}
+    if draw(st.booleans()):
+        kwargs["scale"] = draw(st.floats(0.2, 1.5))
+    return (Diff(draw(values((*batch, L, 3, H, E)))),), kwargs
+
+
+def _packed_attention_torch(lib, F, qkv, **kwargs):
+    q, k, v = (t.transpose(-3, -2) for t in qkv.unbind(-3))
+    return F.scaled_dot_product_attention(q, k, v, **kwargs).transpose(-3, -2)
+
+
+@st.composite
 def dropout_inputs(draw):
     shape = draw(nonscalar_shapes)
     return (Diff(draw(values(shape))),), {"p": draw(st.sampled_from([0.2, 0.5])), "seed": draw(st.integers(0, 2**16))}
@@ -223,6 +238,13 @@ SPECS = {
             lambda lib, F, *a: _lstm_sequence(lib, F, *a)[2],
             torch_call=lambda lib, F, *a: _lstm_sequence_torch(lib, F, *a)[2],
         ),
+    ],
+    "PackedAttention": [
+        Spec(
+            packed_attention_inputs(),
+            lambda lib, F, qkv, **kw: F.attention_qkvpacked(qkv, **kw),
+            torch_call=_packed_attention_torch,
+        )
     ],
     "ScaledDotProductAttention": [
         Spec(

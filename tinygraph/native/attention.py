@@ -6,8 +6,6 @@ from __future__ import annotations
 import ctypes
 import functools
 
-import torch
-
 from ..tensor import empty_in_order, joinable_empty, memory_order, stacked_view
 from . import covers, function, library, pointer, threads
 
@@ -60,14 +58,17 @@ def attention_backward(g, q, k, v, out, lse, attn_mask, keep, is_causal, scale, 
 
 
 def _call(kernel, tensors, lse, scale, is_causal):
-    """Run a kernel on q, k, v, the output and the rest of attention.c's `enum tensor` (their
-    strides passed along) and the logsumexps; 0, or 1 where an input was not finite."""
-    heads = [_as_heads(t) for t in tensors]
-    strides = torch.tensor([s for t in heads for s in t.stride()[:3]], dtype=torch.int64)
-    B, H, L, E = heads[0].shape
-    S, Ev = heads[1].shape[2], heads[2].shape[3]
+    """Run a kernel on q, k, v, the output and the rest of attention.c's `enum tensor` (each
+    read as (B, H, rows, features): its strides passed along, 3 each) and the logsumexps; 0,
+    or 1 where an input was not finite."""
+    tensors = [t if t.stride(-1) == 1 else t.contiguous() for t in tensors]
+    missing = (0,) * (4 - tensors[0].ndim)  # (a dim of one: any stride)
+    strides = [s for t in tensors for s in (missing + t.stride())[:3]]
+    B, H, L, E = (1,) * len(missing) + tuple(tensors[0].shape)
+    S, Ev = tensors[1].shape[-2], tensors[2].shape[-1]
     team = min(threads(B * H * L * S), B * H)  # a thread per head at most: each holds an L x S block or two
-    status = kernel(*map(pointer, heads), pointer(lse), pointer(strides), B, H, L, S, E, Ev, scale, is_causal, team)
+    args = (*map(pointer, tensors), pointer(lse), (ctypes.c_int64 * len(strides))(*strides))
+    status = kernel(*args, B, H, L, S, E, Ev, scale, is_causal, team)
     if status < 0:
         raise MemoryError(
             f"attention's kernel could not allocate its per-thread buffers ({L} x {S} weights); free some "
@@ -94,10 +95,3 @@ def _fits(q, k, v, *others):
 def _block(lib: ctypes.CDLL) -> int:
     """The kernel's block width (attention.c's W): the head widths it covers are its multiples."""
     return ctypes.c_int.in_dll(lib, "attention_block").value
-
-
-def _as_heads(t: torch.Tensor) -> torch.Tensor:
-    """t (of 2 to 4 dims) as (B, H, rows, features) with features contiguous: a view where one exists."""
-    if t.stride(-1) != 1:
-        t = t.contiguous()
-    return t[(None,) * (4 - t.ndim)]

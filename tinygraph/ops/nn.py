@@ -20,7 +20,7 @@ from ..function import Function, public, register
 from ..native import attention as native_attention
 from ..native import layer_norm as native_layer_norm
 from ..native import matmul, preferred
-from ..tensor import Tensor, require_one_dtype, unwrap
+from ..tensor import Tensor, joinable, require_one_dtype, stacked_view, unwrap
 from .reduce import normalize_dims
 from .shape import Stack
 
@@ -565,31 +565,88 @@ class ScaledDotProductAttention(Function):
 
     @staticmethod
     def forward(ctx, q, k, v, attn_mask=None, *, dropout_p=0.0, is_causal=False, scale=None):
-        ctx.scale = scale if scale is not None else 1 / math.sqrt(q.shape[-1])
-        ctx.is_causal, ctx.dropout_p = is_causal, dropout_p
-        ctx.kernel = _attention_kernel_fits(q, k, v, attn_mask, dropout_p, ctx.needs_input_grad)
-        keep = lse = None  # (lse: one logsumexp per query row, where a kernel kept them)
-        if ctx.kernel:  # flash attention
-            out, lse = kernels.module("attention").attention_forward(
-                q, k, v, attn_mask, is_causal=is_causal, scale=ctx.scale
-            )
-        elif dropout_p:
-            p = _attention_weights(q, k, attn_mask, is_causal, ctx.scale)
-            keep = torch.rand_like(p) >= dropout_p
-            out = p.mul_(keep).mul_(1 / (1 - dropout_p)) @ v
-        else:
-            out, lse = attention_forward(q, k, v, attn_mask, is_causal, ctx.scale)
-        ctx.save_for_backward(q, k, v, attn_mask, out, lse, keep)
-        return out
+        return _attend(ctx, q, k, v, attn_mask, dropout_p, is_causal, scale)
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v, attn_mask, out, lse, keep = ctx.saved_tensors
-        if ctx.kernel:
-            kernel = kernels.module("attention").attention_backward
-            return *kernel(g, q, k, v, out, lse, attn_mask, is_causal=ctx.is_causal, scale=ctx.scale), None
-        options = (ctx.is_causal, ctx.scale, ctx.dropout_p, ctx.needs_input_grad[3])
-        return attention_backward(g, q, k, v, out, lse, attn_mask, keep, *options)
+        return _attend_backward(ctx, g, ctx.needs_input_grad[3])
+
+
+def _attend(ctx, q, k, v, attn_mask, dropout_p, is_causal, scale):
+    """The forward of the attention ops, keeping on ctx what `_attend_backward` needs."""
+    ctx.scale = scale if scale is not None else 1 / math.sqrt(q.shape[-1])
+    ctx.is_causal, ctx.dropout_p = is_causal, dropout_p
+    ctx.kernel = _attention_kernel_fits(q, k, v, attn_mask, dropout_p, ctx.needs_input_grad)
+    keep = lse = None  # (lse: one logsumexp per query row, where a kernel kept them)
+    if ctx.kernel:  # flash attention
+        out, lse = kernels.module("attention").attention_forward(
+            q, k, v, attn_mask, is_causal=is_causal, scale=ctx.scale
+        )
+    elif dropout_p:
+        p = _attention_weights(q, k, attn_mask, is_causal, ctx.scale)
+        keep = torch.rand_like(p) >= dropout_p
+        out = p.mul_(keep).mul_(1 / (1 - dropout_p)) @ v
+    else:
+        out, lse = attention_forward(q, k, v, attn_mask, is_causal, ctx.scale)
+    ctx.save_for_backward(q, k, v, attn_mask, out, lse, keep)
+    return out
+
+
+def _attend_backward(ctx, g, needs_mask_grad):
+    """(gq, gk, gv, g_mask) from what `_attend` kept."""
+    q, k, v, attn_mask, out, lse, keep = ctx.saved_tensors
+    if ctx.kernel:
+        kernel = kernels.module("attention").attention_backward
+        return *kernel(g, q, k, v, out, lse, attn_mask, is_causal=ctx.is_causal, scale=ctx.scale), None
+    options = (ctx.is_causal, ctx.scale, ctx.dropout_p, needs_mask_grad)
+    return attention_backward(g, q, k, v, out, lse, attn_mask, keep, *options)
+
+
+def _packed_heads(qkv):
+    """q, k and v (..., H, L, E) as views of qkv (..., L, 3, H, E)."""
+    return tuple(t.transpose(-3, -2) for t in qkv.unbind(-3))
+
+
+def attention_qkvpacked_composite(qkv, *, is_causal=False, scale=None):
+    return attention_composite(*_packed_heads(qkv), is_causal=is_causal, scale=scale).transpose(-3, -2)
+
+
+@register("F.attention_qkvpacked")
+class PackedAttention(Function):
+    """Attention over heads packed as a QKV projection makes them: qkv (..., L, 3, H, E) to
+    (..., L, H, E), flash-attn's `flash_attn_qkvpacked_func` layout with the argument names
+    of torch's scaled_dot_product_attention. The same kernels as ScaledDotProductAttention,
+    on views of qkv; the grad comes back laid out as qkv (the C kernel writes q's, k's and
+    v's grads as slices of one buffer). One op where splitting the heads and joining them
+    again would take five (unflatten, permute, unbind; transpose, reshape), each a node to
+    record and to run backward."""
+
+    autocast = "low"
+
+    composite = staticmethod(attention_qkvpacked_composite)
+
+    @staticmethod
+    def call(qkv, dropout_p=0.0, is_causal=False, scale=None):
+        if qkv.ndim < 4 or qkv.shape[-3] != 3:
+            raise RuntimeError(
+                f"attention_qkvpacked: qkv must have the shape (..., L, 3, heads, head width), not {tuple(qkv.shape)}; "
+                "unflatten a QKV projection's last dim into (3, heads, head width) first."
+            )
+        if dropout_p:  # its weights' mask is drawn by the unpacked op
+            q, k, v = _packed_heads(qkv)
+            out = scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
+            return out.transpose(-3, -2)
+        return PackedAttention.apply(qkv, is_causal=is_causal, scale=scale)
+
+    @staticmethod
+    def forward(ctx, qkv, *, is_causal=False, scale=None):
+        return _attend(ctx, *_packed_heads(qkv), None, 0.0, is_causal, scale).transpose(-3, -2)
+
+    @staticmethod
+    def backward(ctx, g):
+        grads = [t.transpose(-3, -2) for t in _attend_backward(ctx, g.transpose(-3, -2), False)[:3]]
+        joined = stacked_view(grads, -3) if joinable(grads[0]) else None  # (the buffer is theirs alone)
+        return joined if joined is not None else torch.stack(grads, -3)
 
 
 @preferred(native_attention.attention_forward)

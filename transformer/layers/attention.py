@@ -31,7 +31,10 @@ class MultiHeadSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_cached(x, None)[0]
+        # (B, T, 3C) -> (B, T, 3, heads, head width): the heads as the fused op takes them
+        qkv = self.qkv(x).unflatten(-1, (3, self.heads, x.shape[-1] // self.heads))
+        y = F.attention_qkvpacked(qkv, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        return self.resid_dropout(self.proj(y.flatten(-2)))
 
     def forward_cached(self, x: Tensor, cache: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """The output at the positions of x, which follow those whose keys and values
