@@ -198,6 +198,29 @@ def test_the_heads_of_a_projection_get_their_grads_in_one_buffer_that_unbind_joi
     torch.testing.assert_close(ours, grad_of_x(), rtol=1e-5, atol=1e-6)
 
 
+def test_packed_attention_gets_its_grad_back_laid_out_as_qkv_without_a_copy(threads, monkeypatch):
+    torch.manual_seed(0)
+    B, T, H, E = 2, 33, 4, 16
+    x = tg.randn(B, T, 3 * H * E, requires_grad=True)
+    g = tg.randn(B, T, H, E)
+
+    def grad_of_x():
+        return tg.grad(F.attention_qkvpacked(x.unflatten(-1, (3, H, E)), is_causal=True), x, g)[0].data
+
+    ops = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        ours = grad_of_x()
+    assert not {"bmm", "stack", "cat", "copy_", "clone"} & set(ops)  # the kernels ran, and nothing was copied
+    monkeypatch.setattr(native.settings, "enabled", False)
+    torch.testing.assert_close(ours, grad_of_x(), rtol=1e-5, atol=1e-6)
+
+
 def test_stacked_view_joins_only_slices_of_one_tensor():
     base = torch.randn(4, 3, 5)
     for dim in (0, 1, -1):
