@@ -214,14 +214,23 @@ class Node:
         # slot), so a later in-place change of that Tensor object does not change the meaning
         # of what was saved. (The output is marked by a constant, not by the node itself: a
         # node pointing to itself is a reference cycle that only the garbage collector breaks.)
-        # (by identity: the first input holding a saved tensor, an output before any input)
-        link_of = {id(a.data): a if a.grad_fn is None else (a.grad_fn, a._slot)
-                   for a in reversed(self.args) if isinstance(a, Tensor)}  # fmt: skip
-        if self.fn.multi_output:
-            link_of.update((id(o), (OUTPUT, slot)) for slot, o in enumerate(out))
-        else:
-            link_of[id(out)] = (OUTPUT, 0)
-        self._links = [link_of.get(id(v)) for v in self._saved]  # (what is saved is alive: ids are its own)
+        # (by identity: an output before any input, else the first input holding a saved tensor)
+        outputs = out if self.fn.multi_output else (out,)
+        links = []
+        for v in self._saved:
+            links.append(None)
+            if not isinstance(v, torch.Tensor):
+                continue
+            for slot, o in enumerate(outputs):
+                if o is v:
+                    links[-1] = (OUTPUT, slot)
+                    break
+            else:
+                for a in self.args:
+                    if isinstance(a, Tensor) and a.data is v:
+                        links[-1] = a if a.grad_fn is None else (a.grad_fn, a._slot)
+                        break
+        self._links = links
 
     @property
     def saved_tensors(self) -> tuple:

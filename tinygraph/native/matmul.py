@@ -18,10 +18,11 @@ code calls like any of torch's (its tracer cannot follow ctypes itself).
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import torch
 
-from . import covers, function, pointer, settings
+from . import covers, function, library, pointer, settings
 
 # whether torch found AVX-512 here: what a tracer can read, where it cannot ask the library
 # whether it was built for AVX-512 (`_tuned`; the custom op asks that when it runs). The two
@@ -78,16 +79,20 @@ def _rows(t):
     return t if t.ndim == 2 else t.reshape(-1, t.shape[-1])
 
 
+# matmul_f32's: a and its strides, b and its strides, bias and its stride, c, M, N, K, threads
+_ARGTYPES = (
+    ctypes.c_void_p, *[ctypes.c_int64] * 2, ctypes.c_void_p, *[ctypes.c_int64] * 2, ctypes.c_void_p, ctypes.c_int64,
+    ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_int,
+)  # fmt: skip
+
+
 def _product(a, b, bias=None):
     """a @ b + bias for 2-d torch.Tensors a and b, through the C loop (inside a torch.compile,
     through the custom op that calls it)."""
     if torch.compiler.is_compiling():
         return traced_product(a, b, bias)
     (m, k), n = a.shape, b.shape[1]
-    kernel = function(
-        "matmul_f32", ctypes.c_void_p, *[ctypes.c_int64] * 2, ctypes.c_void_p, *[ctypes.c_int64] * 2,
-        ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_int, restype=ctypes.c_int,
-    )  # fmt: skip
+    kernel = function("matmul_f32", *_ARGTYPES, restype=ctypes.c_int)
     out = a.new_empty(m, n)
     sbias = 0 if bias is None else bias.stride(0)
     args = (pointer(a), *a.stride(), pointer(b), *b.stride(), pointer(bias), sbias, pointer(out), m, n, k)
@@ -124,5 +129,10 @@ def _fits(a, b, bias):
 
 def _tuned() -> bool:
     """Whether the library was built for a machine where the loop's block sizes were measured (AVX-512)."""
-    tuned = function("matmul_tuned", restype=ctypes.c_int)
-    return tuned is not None and bool(tuned())
+    lib = library()
+    return lib is not None and _tuned_library(lib)
+
+
+@functools.cache
+def _tuned_library(lib: ctypes.CDLL) -> bool:
+    return bool(lib.matmul_tuned())  # (int matmul_tuned(void): ctypes' default types)
