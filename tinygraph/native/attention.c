@@ -147,6 +147,26 @@ static int64_t weights(const attention_args *a, int64_t b, int64_t h, int64_t i0
     return reach;
 }
 
+/* Read one float of every 64 bytes of one head's rows of q, k, v, out and g, in one loop of
+ * loads that do not wait on one another. In a training step these rows come from memory
+ * (the forward wrote them long before), strided (a head's part of each row of a QKV
+ * projection), which the processor's own prefetching does not follow; fetched this way,
+ * many at once, they arrive in a fraction of the time the products would wait for them one
+ * row at a time: in a baby step 0.54-0.58 ms a call against 0.75-0.81 without. (Prefetch
+ * instructions for the same lines, for the next head, did not help there.) Returns 0, or
+ * nan where a value read is not finite (the check proper is the rest of the kernel's). */
+static float touch_head(const attention_args *a, int64_t b, int64_t h) {
+    float sums[4] = {0};
+    for (int n = Q; n <= G; n++) {
+        int64_t rows = n == K || n == V ? a->S : a->L, width = n == V || n == OUT || n == G ? a->Ev : a->E;
+        for (int64_t i = 0; i < rows; i++) {
+            const float *x = row(a, (enum tensor)n, b, h, i);
+            for (int64_t e = 0; e < width; e += 16) sums[(i + e / 16) & 3] += x[e];
+        }
+    }
+    return (sums[0] + sums[1] + sums[2] + sums[3]) * 0.0f;
+}
+
 /* One head's grads, with its rows' logsumexps (NULL: found anew). `buf`: kT (E x Sp), vT
  * (Ev x Sp), P and GS (Lp x Sp each), a row of zeros (max(E, Ev)). Returns 0, or nan where an input is not finite: then the skipped
  * (masked) products would not be 0 * x = 0, and torch's grads are nan in places this
@@ -154,7 +174,7 @@ static int64_t weights(const attention_args *a, int64_t b, int64_t h, int64_t i0
 static float backward_head(const attention_args *a, int64_t b, int64_t h, const float *lse, float *buf) {
     int64_t L = a->L, S = a->S, Sp = a->Sp, E = a->E, Ev = a->Ev;
     float scale = a->scale, *kT = buf, *vT = kT + E * Sp, *P = vT + Ev * Sp, *GS = P + a->Lp * Sp, *zeros = GS + a->Lp * Sp;
-    float finite = transposed(a, K, b, h, E, kT) + transposed(a, V, b, h, Ev, vT);
+    float finite = touch_head(a, b, h) + transposed(a, K, b, h, E, kT) + transposed(a, V, b, h, Ev, vT);
     for (int64_t i0 = 0; i0 < L; i0 += R) {
         float *Pb = P + i0 * Sp, *GSb = GS + i0 * Sp; /* this block's rows */
         int64_t reach = weights(a, b, h, i0, kT, zeros, Pb, lse, NULL), blocks = (reach + W - 1) / W * W;
