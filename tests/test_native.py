@@ -546,6 +546,43 @@ def test_inside_a_torch_compile_the_linear_products_enter_as_one_custom_op_each(
     torch.testing.assert_close(native_matmul.traced_product(a, b, None), a @ b)  # torch's product
 
 
+def test_inside_a_torch_compile_attention_enters_as_two_custom_ops(built):
+    torch.manual_seed(0)
+    B, T, H, E = 2, 33, 4, 16
+    w = tg.randn(3 * H * E, H * E, requires_grad=True)
+
+    def step(x):
+        y = F.attention_qkvpacked(F.linear(tg.Tensor(x), w).unflatten(-1, (3, H, E)), is_causal=True)
+        (y * y).sum().backward()
+        grad, w.grad = w.grad.data, None
+        return y.data, grad
+
+    from torch._dynamo.testing import CompileCounterWithBackend  # (imported late: see test_fast_path.py)
+
+    inductor = CompileCounterWithBackend("inductor")
+    x = torch.randn(B, T, H * E)
+    compiled = torch.compile(step, backend=inductor, fullgraph=True)(x)
+    (graph,) = inductor.graphs
+    calls = [node.target for node in graph.graph.nodes]
+    assert torch.ops.tinygraph.attention_forward.default in calls
+    assert torch.ops.tinygraph.attention_backward.default in calls
+    for a, b in zip(compiled, step(x)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    q, k, v = (torch.randn(B, H, T, E) for _ in range(3))
+    torch.library.opcheck(native_attention.traced_forward, (q, k, v, True, 0.25))
+    out, lse = native_attention.traced_forward(q, k, v, True, 0.25)
+    g = torch.randn_like(out)
+    for kept in (lse, None):
+        torch.library.opcheck(native_attention.traced_backward, (g, q, k, v, out, kept, True, 0.25))
+    q[0, 1, 5, 3] = float("nan")  # where the kernels decline when they run: torch's attention, the formula's grads
+    out, lse = native_attention.traced_forward(q, k, v, True, 0.25)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.25)
+    torch.testing.assert_close(out, expected, equal_nan=True)
+    args = (g, q, k, v, out, lse, None, None, True, 0.25, 0.0, False)
+    for a, b in zip(native_attention.traced_backward(*args[:6], True, 0.25), N.attention_backward.formula(*args)):
+        torch.testing.assert_close(a, b, equal_nan=True)
+
+
 def test_a_linear_on_the_product_kernel_is_differentiated_twice_by_its_formula(products, monkeypatch):
     torch.manual_seed(0)
     x, w = tg.randn(3, 5, 8, requires_grad=True), tg.randn(4, 8, requires_grad=True)

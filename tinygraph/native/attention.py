@@ -1,13 +1,29 @@
 """Attention's forward and backward, each as one C loop per head (attention.c); the formulas
-are tinygraph.ops.nn.attention_forward and attention_backward."""
+are tinygraph.ops.nn.attention_forward and attention_backward.
+
+Like the linear layer's loop (matmul.py) they also run inside a torch.compile (the compiled
+training step), where they enter the graph as two custom ops, `tinygraph::attention_forward`
+and `tinygraph::attention_backward`, which the compiled code calls like any of torch's. A
+tracer can see the tensors' dtype, device and shapes, not the library: where a kernel then
+does not cover a call after all (no library, a head width not in whole blocks, an input not
+finite), its op runs torch's attention or the formula itself.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import math
+
+import torch
 
 from ..tensor import empty_in_order, joinable_empty, memory_order, stacked_view
-from . import covers, function, library, pointer, threads
+from . import covers, function, library, pointer, settings, threads
+
+# the kernels' arguments: the tensors' data, the logsumexps and the strides; B, H, L, S, E, Ev; scale, causal, threads
+_SIZES = (*[ctypes.c_int64] * 6, ctypes.c_float, ctypes.c_int, ctypes.c_int)
+_FORWARD = (*[ctypes.c_void_p] * 6, *_SIZES)  # q, k, v, out, lse, strides
+_BACKWARD = (*[ctypes.c_void_p] * 10, *_SIZES)  # q, k, v, out, g, gq, gk, gv, lse, strides
 
 
 def attention_forward(q, k, v, attn_mask, is_causal, scale):
@@ -17,18 +33,12 @@ def attention_forward(q, k, v, attn_mask, is_causal, scale):
     (B, L, H, Ev) in memory, so that joining the heads again is a view."""
     if attn_mask is not None or not _fits(q, k, v):
         return NotImplemented
-    kernel = function(
-        "attention_forward_f32", *[ctypes.c_void_p] * 6, *[ctypes.c_int64] * 6, ctypes.c_float, ctypes.c_int,
-        ctypes.c_int, restype=ctypes.c_int,
-    )  # fmt: skip
+    if torch.compiler.is_compiling():
+        return traced_forward(q, k, v, is_causal, scale)
+    kernel = function("attention_forward_f32", *_FORWARD, restype=ctypes.c_int)
     if kernel is None:
         return NotImplemented
-    Ev = v.shape[-1]
-    if q.ndim == 4:
-        out = q.new_empty(q.shape[0], q.shape[2], q.shape[1], Ev).transpose(1, 2)
-    else:
-        out = q.new_empty(*q.shape[:-1], Ev)
-    lse = q.new_empty(q.shape[:-1])
+    out, lse = _laid_out(q, v), q.new_empty(q.shape[:-1])
     status = _call(kernel, (q, k, v, out), lse, scale, is_causal)
     return NotImplemented if status else (out, lse)  # (an inf or a nan among the inputs: torch's attention)
 
@@ -39,10 +49,9 @@ def attention_backward(g, q, k, v, out, lse, attn_mask, keep, is_causal, scale, 
     the weights take one pass, not three."""
     if attn_mask is not None or keep is not None or not _fits(q, k, v, g, out):
         return NotImplemented
-    kernel = function(
-        "attention_backward_f32", *[ctypes.c_void_p] * 10, *[ctypes.c_int64] * 6, ctypes.c_float, ctypes.c_int,
-        ctypes.c_int, restype=ctypes.c_int,
-    )  # fmt: skip
+    if torch.compiler.is_compiling():
+        return (*traced_backward(g, q, k, v, out, lse, is_causal, scale), None)
+    kernel = function("attention_backward_f32", *_BACKWARD, restype=ctypes.c_int)
     if kernel is None:
         return NotImplemented
     joint = stacked_view((q, k, v), 0)
@@ -78,14 +87,23 @@ def _call(kernel, tensors, lse, scale, is_causal):
 
 
 def _fits(q, k, v, *others):
-    """CPU float32 heads of 2 to 4 dims, one leading shape, widths in whole blocks of the kernel's."""
-    if not covers(q, k, v, *others) or not (2 <= q.ndim == k.ndim == v.ndim <= 4):
+    """CPU float32 heads of 2 to 4 dims, one leading shape, widths in whole blocks of the kernel's
+    (inside a torch.compile: what a tracer can ask; the custom ops ask the rest when they run)."""
+    if torch.compiler.is_compiling():
+        tensors = (q, k, v, *others)
+        if not settings.enabled or any(t is not None and (t.dtype != torch.float32 or not t.is_cpu) for t in tensors):
+            return False
+    elif not covers(q, k, v, *others):
+        return False
+    if not (2 <= q.ndim == k.ndim == v.ndim <= 4):
         return False
     E, (S, Ev) = q.shape[-1], v.shape[-2:]
     if any(t.shape[:-2] != q.shape[:-2] for t in (k, v)) or k.shape[-2:] != (S, E):
         return False
     if any(t.shape != (*q.shape[:-1], Ev) for t in others):  # the output and its grad
         return False
+    if torch.compiler.is_compiling():  # (the library is the op's to load, when it runs: a tracer cannot follow that)
+        return True
     lib = library()  # (none: the formula runs)
     block = lib is not None and _block(lib)
     return bool(block) and not (E % block or Ev % block or 0 in q.shape or 0 in k.shape)
@@ -95,3 +113,57 @@ def _fits(q, k, v, *others):
 def _block(lib: ctypes.CDLL) -> int:
     """The kernel's block width (attention.c's W): the head widths it covers are its multiples."""
     return ctypes.c_int.in_dll(lib, "attention_block").value
+
+
+@torch.library.custom_op("tinygraph::attention_forward", mutates_args=())
+def traced_forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The C forward as one opaque op that compiled code calls; where it declines after all (an
+    input not finite), torch's attention and the logsumexps found from the scores."""
+    result = attention_forward(q, k, v, None, is_causal, scale)
+    if result is not NotImplemented:
+        return result
+    scores = (q @ k.mT) * scale
+    if is_causal:
+        scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), -math.inf)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale)
+    return _laid_out(q, v).copy_(out), scores.logsumexp(-1)
+
+
+@traced_forward.register_fake
+def _(q, k, v, is_causal, scale):
+    return _laid_out(q, v), q.new_empty(q.shape[:-1])
+
+
+@torch.library.custom_op("tinygraph::attention_backward", mutates_args=())
+def traced_backward(
+    g: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor | None,
+    is_causal: bool, scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The C backward as one opaque op that compiled code calls (its grads in buffers of their
+    own: a custom op's outputs share no memory); where it declines after all (an input not
+    finite), the formula's grads."""
+    grads = tuple(t.new_empty(t.shape) for t in (q, k, v))  # (contiguous: as the fake's, whatever q's strides)
+    kernel = function("attention_backward_f32", *_BACKWARD, restype=ctypes.c_int) if _fits(q, k, v, g, out) else None
+    lse = lse.contiguous() if lse is not None else None
+    if kernel is not None and not _call(kernel, (q, k, v, out, g, *grads), lse, scale, is_causal):
+        return grads
+    from ..ops.nn import attention_backward as formula  # (the ops import this module)
+
+    return tuple(
+        t.clone() for t in formula.formula(g, q, k, v, out, None, None, None, is_causal, scale, 0.0, False)[:3]
+    )
+
+
+@traced_backward.register_fake
+def _(g, q, k, v, out, lse, is_causal, scale):
+    return tuple(t.new_empty(t.shape) for t in (q, k, v))
+
+
+def _laid_out(q, v):
+    """The output's buffer: (B, L, H, Ev) in memory for heads of 4 dims, as torch lays it out."""
+    Ev = v.shape[-1]
+    if q.ndim == 4:
+        return q.new_empty(q.shape[0], q.shape[2], q.shape[1], Ev).transpose(1, 2)
+    return q.new_empty(*q.shape[:-1], Ev)
