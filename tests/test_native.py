@@ -332,6 +332,7 @@ def _spy(monkeypatch):
         N.attention_backward,
         N.linear_product,
         N.linear_weight_grad,
+        N.linear_grads,
     ):
 
         def recording(*args, kernel=formula.native):
@@ -441,6 +442,16 @@ def test_the_linear_products_equal_their_formulas(case, threads, products):
     assert ours is not NotImplemented
     expected = N.linear_weight_grad.formula(g, x)
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5 * (x.numel() / x.shape[-1]) ** 0.5, equal_nan=True)
+    # both grads as one call, each alone, and the weight's without x (not kept when not wanted)
+    for dx, dw in ((True, True), (True, False), (False, True)):
+        both = native_matmul.linear_grads(g, x if dw else None, weight, dx, dw)
+        assert both is not NotImplemented
+        for a, b, terms in zip(
+            both, N.linear_grads.formula(g, x, weight, dx, dw), (weight.shape[0], g.numel() / g.shape[-1])
+        ):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * terms**0.5, equal_nan=True)
 
 
 def test_the_linear_products_do_not_depend_on_the_thread_count(threads, products):

@@ -110,3 +110,15 @@ int matmul_f32(const float *a, int64_t sa0, int64_t sa1, const float *b, int64_t
     free(copy);
     return 0;
 }
+
+/* The linear layer's backward in one call: gx = g weight (where gx is not NULL) and gw = g^T x
+ * (where gw is not NULL), g (M x N) and x (M x K) rows of the leading dims flattened, weight
+ * N x K. Returns 1 where a copy of an operand could not be allocated, else 0. */
+int linear_grads_f32(const float *g, int64_t sg0, int64_t sg1, const float *x, int64_t sx0, int64_t sx1,
+                     const float *w, int64_t sw0, int64_t sw1, float *gx, float *gw, int64_t M, int64_t N, int64_t K,
+                     int threads) {
+    if (gx && matmul_f32(g, sg0, sg1, w, sw0, sw1, NULL, 0, gx, M, K, N, threads)) return 1;
+    if (gw && matmul_f32(g, sg1, sg0, x, sx0, sx1, NULL, 0, gw, N, K, M, threads)) return 1;
+    return 0;
+}
+

@@ -59,6 +59,39 @@ def weight_grad(g, x):
     return _product(_rows(g).mT, _rows(x))
 
 
+def linear_grads(g, x, weight, dx, dw):
+    """(g @ weight, g.mT @ x over every row): the linear layer's grads of x and of its weight,
+    None where not wanted, as one call of the loop (one call's Python, not two);
+    NotImplemented where the formula should run."""
+    if not (
+        weight is not None
+        and weight.ndim == 2
+        and g.ndim >= 1
+        and g.numel() * weight.shape[1] >= settings.matmul_products
+        and g.shape[-1] == weight.shape[0]
+        and (x is None or x.shape == (*g.shape[:-1], weight.shape[1]))
+        and (dx or dw)
+        and not torch.compiler.is_compiling()
+        and covers(g, x, weight)
+        and _tuned()
+    ):
+        return NotImplemented
+    if dw and x is None:
+        return NotImplemented
+    rows, x_rows = _rows(g), _rows(x) if dw else None
+    (M, N), K = rows.shape, weight.shape[1]
+    gx, gw = rows.new_empty(M, K) if dx else None, rows.new_empty(N, K) if dw else None
+    kernel = function("linear_grads_f32", *_GRADS, restype=ctypes.c_int)
+    x_strides = x_rows.stride() if dw else (0, 0)
+    args = (pointer(rows), *rows.stride(), pointer(x_rows), *x_strides, pointer(weight), *weight.stride())
+    if kernel(*args, pointer(gx), pointer(gw), M, N, K, torch.get_num_threads()):
+        raise MemoryError(
+            "the linear layer's backward could not allocate a copy of an operand; free some memory, or set "
+            "TINYGRAPH_NATIVE=0 to run torch's products instead."
+        )
+    return (gx.view(*g.shape[:-1], K) if dx else None), gw
+
+
 def _runs_on(*tensors):
     """Whether the loop takes these tensors: `covers` them, on a machine it was tuned for; inside
     a torch.compile, what the tracer can ask (the op the loop enters compiled code as asks
@@ -84,6 +117,10 @@ _ARGTYPES = (
     ctypes.c_void_p, *[ctypes.c_int64] * 2, ctypes.c_void_p, *[ctypes.c_int64] * 2, ctypes.c_void_p, ctypes.c_int64,
     ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_int,
 )  # fmt: skip
+
+# linear_grads_f32's: g, x and weight, each with its strides; gx, gw; M, N, K, threads
+_GRADS = (*[ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64] * 3, ctypes.c_void_p, ctypes.c_void_p,
+          *[ctypes.c_int64] * 3, ctypes.c_int)  # fmt: skip
 
 
 def _product(a, b, bias=None):

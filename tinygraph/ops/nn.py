@@ -45,15 +45,20 @@ class Linear(Function):
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
         dx, dw, db = ctx.needs_input_grad
-        gx = linear_product(g, weight.mT) if dx else None  # g @ weight
-        gw = linear_weight_grad(g, x) if dw else None
-        return gx, gw, g if db else None  # (the engine sums g to the bias's shape, whichever broadcasts)
+        return *linear_grads(g, x, weight, dx, dw), g if db else None  # (the engine sums g to the bias's shape)
 
 
 @preferred(matmul.linear)
 def linear_product(x, weight, bias=None):
     """x @ weight.mT + bias: the linear layer's forward, and (as g @ (weight.mT).mT) its grad of x."""
     return F.linear(x, weight, bias)
+
+
+@preferred(matmul.linear_grads)
+def linear_grads(g, x, weight, dx, dw):
+    """The linear layer's grads of x (g @ weight) and of its weight (`linear_weight_grad`),
+    None where not wanted."""
+    return (linear_product(g, weight.mT) if dx else None), (linear_weight_grad(g, x) if dw else None)
 
 
 @preferred(matmul.weight_grad)
