@@ -402,3 +402,9 @@ def test_a_grad_that_waits_is_folded_into_an_ops_backward_without_changing_any_g
         torch.testing.assert_close(h.grad.data, h_t.grad)
     # folded where it can be: a plain backward, and h fed to only one of the op's inputs
     assert FoldingSum.waited == [(how in ("backward", "hook", "retain_grad"), False)]
+    nodes, fold = [out.grad_fn], None
+    while fold is None:  # (breadth first from the output)
+        node = nodes.pop(0)
+        fold = node if node.name == "FoldingSum" else None
+        nodes += [e[0] for e in node.edges if e is not None and isinstance(e[0], tg.Node)]
+    assert fold.waiting == ()  # the graph, still alive here, holds no grad that waited

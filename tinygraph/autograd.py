@@ -224,6 +224,8 @@ def _run(
             if folding:
                 node.waiting, node.folded = _waiting(node, pending), ()
             grads = _call_backward(node, g, create_graph)
+            if folding:
+                node.waiting = ()  # (a graph kept alive after backward must not keep these grads too)
             if observer is not None:
                 observer.backward_ran(node, g, grads)
             if not retain_graph:
