@@ -220,12 +220,19 @@ def _run(
                         _accumulate(ref(), gs, shared=True)
             if targets is not None and (node in stop or node not in needed):
                 continue  # grad() frees only the nodes it runs, as torch's does
-            folding = node.fn.folds and targets is None and not create_graph and observer is None
-            if folding:
-                node.waiting, node.folded = _waiting(node, pending), ()
-            grads = _call_backward(node, g, create_graph)
-            if folding:
-                node.waiting = ()  # (a graph kept alive after backward must not keep these grads too)
+            # (anomaly mode: a bad grad that waited must not be blamed on the op that folded it in)
+            waiting = ()
+            if node.fn.folds and targets is None and not create_graph and observer is None and node.stack is None:
+                waiting = _waiting(node, pending)
+            if waiting:
+                node.waiting, node.folded = waiting, ()
+                try:
+                    grads = _call_backward(node, g, create_graph)
+                finally:
+                    node.waiting = ()  # (a graph kept alive after backward must not keep these grads too)
+                folded = [i < len(node.folded) and node.folded[i] and w is not None for i, w in enumerate(waiting)]
+            else:
+                grads = _call_backward(node, g, create_graph)
             if observer is not None:
                 observer.backward_ran(node, g, grads)
             if not retain_graph:
@@ -252,7 +259,7 @@ def _run(
                 if node.stack is not None:
                     _check_finite(node, i, g_in)
                 if targets is None and type(dest) is Node and not dest.fn.multi_output:
-                    if dest in pending and not (folding and i < len(node.folded) and node.folded[i]):
+                    if dest in pending and not (waiting and folded[i]):
                         g_in = pending[dest] + g_in
                     pending[dest] = g_in  # (the common case)
                     continue
@@ -269,14 +276,15 @@ def _run(
 def _waiting(node: Node, pending: dict) -> tuple:
     """For an op that folds: the grad waiting for each input, where it can be folded in (a
     plain grad of the input's shape and dtype, for a node that this op's other inputs do not
-    also feed: their grads must be added to the total, not to what waited)."""
+    also feed: their grads must be added to the total, not to what waited); () where none can."""
     dests = [e[0] for e in node.edges if e is not None]
     waiting = []
     for edge in node.edges:
-        g = pending.get(edge[0]) if edge is not None and type(edge[0]) is Node else None
+        single = edge is not None and type(edge[0]) is Node and not edge[0].fn.multi_output  # (else a list waits)
+        g = pending.get(edge[0]) if single else None
         fits = g is not None and g.shape == edge[1] and g.dtype == edge[2] and sum(d is edge[0] for d in dests) == 1
-        waiting.append(g if fits and not edge[0].fn.multi_output else None)
-    return tuple(waiting)
+        waiting.append(g if fits else None)
+    return tuple(waiting) if any(w is not None for w in waiting) else ()
 
 
 def _note_repeats(grads: Sequence, shared: set[int]) -> None:

@@ -301,8 +301,9 @@ class Function:
     An op whose backward can add, in the same pass, a grad that is already waiting for one
     of its inputs (the residual stream's grad, for a layer norm) sets `folds = True`. The
     engine then hands backward the waiting grads in `ctx.waiting` (one per input, None
-    where none waits or it cannot be folded), and backward names those it added in
-    `ctx.folded`; the engine takes each such grad in place of the one that waited.
+    where none waits or it cannot be folded; an empty tuple where nothing is folded at all:
+    under grad(), create_graph, an observer or anomaly mode), and backward names those it
+    added in `ctx.folded`; the engine takes each such grad in place of the one that waited.
     """
 
     composite: ClassVar[Any] = None

@@ -154,7 +154,9 @@ static int64_t weights(const attention_args *a, int64_t b, int64_t h, int64_t i0
  * many at once, they arrive in a fraction of the time the products would wait for them one
  * row at a time: in a baby step 0.54-0.58 ms a call against 0.75-0.81 without. (Prefetch
  * instructions for the same lines, for the next head, did not help there.) Returns 0, or
- * nan where a value read is not finite (the check proper is the rest of the kernel's). */
+ * nan where a value read is not finite or their sum overflows (values near 1e38: the call
+ * then goes to the formula, as for a value not finite; the check proper is the rest of
+ * the kernel's). */
 static float touch_head(const attention_args *a, int64_t b, int64_t h) {
     float sums[4] = {0};
     for (int n = Q; n <= G; n++) {

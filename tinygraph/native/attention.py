@@ -146,7 +146,7 @@ def traced_backward(
     finite), the formula's grads."""
     grads = tuple(t.new_empty(t.shape) for t in (q, k, v))  # (contiguous: as the fake's, whatever q's strides)
     kernel = function("attention_backward_f32", *_BACKWARD, restype=ctypes.c_int) if _fits(q, k, v, g, out) else None
-    lse = lse.contiguous() if lse is not None else None
+    lse = lse.contiguous() if lse is not None and covers(lse) and lse.shape == q.shape[:-1] else None
     if kernel is not None and not _call(kernel, (q, k, v, out, g, *grads), lse, scale, is_causal):
         return grads
     from ..ops.nn import attention_backward as formula  # (the ops import this module)
