@@ -285,6 +285,7 @@ OPS = {
     "layer_norm": (lambda x, w, b: F.layer_norm(x, (40,), w, b), ((4, 9, 40), (40,), (40,))),
     "layer_norm, 2 dims, no weight": (lambda x: F.layer_norm(x, (9, 40)), ((4, 9, 40),)),
     "attention": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), ((2, 3, 9, 16),) * 3),
+    "packed attention": (lambda qkv: F.attention_qkvpacked(qkv, is_causal=True), ((2, 9, 3, 2, 16),)),
     "linear": (lambda x, w, b: F.linear(x, w, b), ((4, 9, 40), (24, 40), (24,))),
 }
 
