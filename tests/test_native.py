@@ -22,6 +22,7 @@ import tinygraph.native as native
 import tinygraph.nn.functional as F
 from tinygraph.native import attention as native_attention
 from tinygraph.native import build
+from tinygraph.native import cross_entropy as native_cross_entropy
 from tinygraph.native import gelu as native_gelu
 from tinygraph.native import layer_norm as native_layer_norm
 from tinygraph.native import matmul as native_matmul
@@ -330,6 +331,50 @@ def _spy(monkeypatch):
 
         monkeypatch.setattr(formula, "native", recording)
     return used
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_kernels_equal_the_formula_and_the_composite(reduction, threads, monkeypatch):
+    torch.manual_seed(0)
+    logits = tg.Tensor((torch.randn(37, 40) * 4)[:, :19], requires_grad=True)  # rows 40 floats apart
+    target = torch.randint(0, 19, (37,))
+    target[[3, 8]] = 5  # ignored below
+    g = tg.randn(37) if reduction == "none" else tg.tensor(0.7)
+    ran = []
+    forward = native_cross_entropy.cross_entropy_forward
+    monkeypatch.setattr(native_cross_entropy, "cross_entropy_forward", lambda *a: ran.append(1) or forward(*a))
+
+    def loss_and_grad():
+        loss = F.cross_entropy(logits, tg.Tensor(target), ignore_index=5, reduction=reduction)
+        return loss.data, tg.grad(loss, logits, g)[0].data
+
+    kernels = loss_and_grad()
+    assert ran and native_cross_entropy.cross_entropy_forward(logits.data, target, 5, reduction) is not NotImplemented
+    monkeypatch.setattr(native.settings, "enabled", False)
+    formulas = loss_and_grad()
+    with use_composites():
+        composites = loss_and_grad()
+    for a, b, c in zip(kernels, formulas, composites):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
+
+
+def test_the_cross_entropy_kernel_leaves_what_it_does_not_cover_to_the_formula(threads):
+    logits, target = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 0])
+    assert native_cross_entropy.cross_entropy_forward(logits, target, -100, "mean") is not NotImplemented
+    for bad in (float("nan"), float("inf"), float("-inf")):  # torch's handling of these is the formula's
+        assert (
+            native_cross_entropy.cross_entropy_forward(
+                logits.index_fill(1, torch.tensor([2]), bad), target, -100, "mean"
+            )
+            is NotImplemented
+        )
+    out_of_range = torch.tensor([0, 1, 2, 3, 4, 5])
+    assert native_cross_entropy.cross_entropy_forward(logits, out_of_range, -100, "mean") is NotImplemented
+    with pytest.raises((IndexError, RuntimeError)):  # the formula's (torch's) error
+        F.cross_entropy(tg.Tensor(logits), tg.Tensor(out_of_range))
+    assert native_cross_entropy.cross_entropy_forward(logits.double(), target, -100, "mean") is NotImplemented
+    assert native_cross_entropy.cross_entropy_forward(logits, target.int(), -100, "mean") is NotImplemented
 
 
 def test_kernels_cover_only_float32_cpu_tensors_outside_compilation(monkeypatch):

@@ -18,6 +18,7 @@ from .. import kernels
 from ..compiled import compiled
 from ..function import Function, public, register
 from ..native import attention as native_attention
+from ..native import cross_entropy as native_cross_entropy
 from ..native import layer_norm as native_layer_norm
 from ..native import matmul, preferred
 from ..tensor import Tensor, joinable, require_one_dtype, stacked_view, unwrap
@@ -467,11 +468,15 @@ class CrossEntropy(Function):
     @staticmethod
     def forward(ctx, logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         ctx.reduction, ctx.smoothing, ctx.ignore_index = reduction, label_smoothing, ignore_index
-        ctx.kernel = weight is None and not label_smoothing and kernels.use(logits, target)
-        if ctx.kernel:  # the kernel keeps one logsumexp per row, and no softmax
-            loss, lse = kernels.module("cross_entropy").cross_entropy_forward(logits, target, ignore_index, reduction)
-            ctx.save_for_backward(logits, target, lse)
-            return loss
+        ctx.kernel = None
+        if weight is None and not label_smoothing:  # a kernel keeps one logsumexp per row, and no softmax:
+            # Triton's on a GPU, the C loop on the CPU (NotImplemented where it does not cover the call)
+            kernel = kernels.module("cross_entropy") if kernels.use(logits, target) else native_cross_entropy
+            out = kernel.cross_entropy_forward(logits, target, ignore_index, reduction)
+            if out is not NotImplemented:
+                ctx.kernel, (loss, lse) = kernel, out
+                ctx.save_for_backward(logits, target, lse)
+                return loss
         valid = target != ignore_index
         target = target.masked_fill(~valid, 0)
         lse = logits.logsumexp(1)
@@ -495,27 +500,36 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, g):
-        if ctx.kernel:
+        if ctx.kernel is not None:
             logits, target, lse = ctx.saved_tensors
-            kernel = kernels.module("cross_entropy").cross_entropy_backward
-            return kernel(g, logits, target, lse, ctx.ignore_index, ctx.reduction), None, None
-        logits, target, valid, lse, weight, total = ctx.saved_tensors
-        e, classes = ctx.smoothing, logits.shape[1]
-        w_t = weight[target].unsqueeze(1) if weight is not None else 1.0
-        grad = (logits - lse.unsqueeze(1)).exp_()  # softmax
-        if e:
-            w_sum = weight.sum() if weight is not None else classes
-            grad.mul_((1 - e) * w_t + e / classes * w_sum)
-            grad.sub_(e / classes * (weight if weight is not None else 1.0))
-        elif weight is not None:
-            grad.mul_(w_t)
-        picked = torch.full_like(grad[:, :1], -(1 - e)) * w_t  # the target's own term
-        grad.scatter_add_(1, target.unsqueeze(1), picked)
-        scale = g.unsqueeze(1) if ctx.reduction == "none" else g
-        if total is not None:
-            scale = scale / total
-        # masked, not multiplied: with every target ignored, 'mean' divides by 0 and the grad is 0
-        return grad.mul_(scale).masked_fill_(~valid.unsqueeze(1), 0), None, None
+            grad = ctx.kernel.cross_entropy_backward(g, logits, target, lse, ctx.ignore_index, ctx.reduction)
+            if grad is not NotImplemented:
+                return grad, None, None
+            # (the C loop declines after all: the kernels switched off since the forward, say)
+            valid = target != ctx.ignore_index
+            total = valid.sum() if ctx.reduction == "mean" else None
+            return _cross_entropy_grad(ctx, g, logits, target.masked_fill(~valid, 0), valid, lse, None, total)
+        return _cross_entropy_grad(ctx, g, *ctx.saved_tensors)
+
+
+def _cross_entropy_grad(ctx, g, logits, target, valid, lse, weight, total):
+    """CrossEntropy's backward formula (the docstring's grad), `target` with ignored rows at 0."""
+    e, classes = ctx.smoothing, logits.shape[1]
+    w_t = weight[target].unsqueeze(1) if weight is not None else 1.0
+    grad = (logits - lse.unsqueeze(1)).exp_()  # softmax
+    if e:
+        w_sum = weight.sum() if weight is not None else classes
+        grad.mul_((1 - e) * w_t + e / classes * w_sum)
+        grad.sub_(e / classes * (weight if weight is not None else 1.0))
+    elif weight is not None:
+        grad.mul_(w_t)
+    picked = torch.full_like(grad[:, :1], -(1 - e)) * w_t  # the target's own term
+    grad.scatter_add_(1, target.unsqueeze(1), picked)
+    scale = g.unsqueeze(1) if ctx.reduction == "none" else g
+    if total is not None:
+        scale = scale / total
+    # masked, not multiplied: with every target ignored, 'mean' divides by 0 and the grad is 0
+    return grad.mul_(scale).masked_fill_(~valid.unsqueeze(1), 0), None, None
 
 
 def _attention_weights(q, k, attn_mask, is_causal, scale):
