@@ -1,5 +1,6 @@
 """Faster CPU kernels for formulas, on float32 tensors: hand-written C kernels for the fused
-ops' backward formulas, for attention's forward and for the linear layer's matrix products.
+ops' backward formulas, for attention's and cross-entropy's forwards and for the linear layer's
+matrix products.
 
 Run eagerly, a fused op's backward formula (GELU's, layer norm's, attention's) is a chain of torch
 calls, each a pass over memory, most of them allocating. Here the same formula is one C
@@ -11,6 +12,7 @@ process, nothing resident beyond a small shared library.
     layer_norm.c / layer_norm.py   the backward of layer norm (gx, gw, gb; gx with a waiting grad added)
     attention.c / attention.py     attention, one head at a time: the forward (and each row's
                                    logsumexp), the backward (gq, gk, gv)
+    cross_entropy.c / .py          cross-entropy, forward (each row's logsumexp kept) and backward
     matmul.c / matmul.py           the linear layer's products: forward, and both grads in one call
     common.h                       what the kernels share: e^x, and splitting a loop among threads
     build.py                       compiling and caching the library
