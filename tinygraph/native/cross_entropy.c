@@ -49,7 +49,7 @@ void cross_entropy_backward_f32(const float *logits, int64_t ld, const int64_t *
             float *gr = grad + i * C, s = target[i] == ignore ? 0.0f : scale[i * scale_stride], m = lse[i];
             #pragma omp simd
             for (int64_t c = 0; c < C; c++) gr[c] = exp_f32(l[c] - m) * s;
-            if (target[i] != ignore) gr[target[i]] -= s;
+            if (target[i] != ignore && target[i] >= 0 && target[i] < C) gr[target[i]] -= s; /* (the forward checked) */
         }
     }
 }
