@@ -359,6 +359,14 @@ def test_cross_entropy_kernels_equal_the_formula_and_the_composite(reduction, th
         torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
 
 
+def test_the_cross_entropy_kernel_gives_torchs_signed_zero_at_certainty(threads):
+    # found by review: lse - l gave +0.0 where torch's (and the formula's) loss is -0.0
+    logits, target = torch.tensor([[2.0], [1.0]]), torch.tensor([0, 0])
+    loss, _ = native_cross_entropy.cross_entropy_forward(logits, target, -100, "none")
+    expected = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    assert torch.equal(loss.signbit(), expected.signbit()) and expected.signbit().all()
+
+
 def test_the_cross_entropy_kernel_leaves_what_it_does_not_cover_to_the_formula(threads):
     logits, target = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 0])
     assert native_cross_entropy.cross_entropy_forward(logits, target, -100, "mean") is not NotImplemented

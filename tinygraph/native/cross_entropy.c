@@ -30,7 +30,7 @@ int cross_entropy_forward_f32(const float *logits, int64_t ld, const int64_t *ta
             lse[i] = top + __builtin_logf(total);
             int64_t t = target[i];
             bad |= finite != 0.0f || (t != ignore && (t < 0 || t >= C));
-            losses[i] = t == ignore || t < 0 || t >= C ? 0.0f : lse[i] - l[t];
+            losses[i] = t == ignore || t < 0 || t >= C ? 0.0f : -(l[t] - lse[i]); /* (-0.0 at p = 1, as torch) */
         }
     }
     return bad;
