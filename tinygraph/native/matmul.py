@@ -69,14 +69,10 @@ def linear_grads(g, x, weight, dx, dw):
         and g.ndim >= 1
         and g.numel() * weight.shape[1] >= settings.matmul_products
         and g.shape[-1] == weight.shape[0]
-        and (x is None or x.shape == (*g.shape[:-1], weight.shape[1]))
-        and (dx or dw)
-        and not torch.compiler.is_compiling()
-        and covers(g, x, weight)
+        and (x is not None and x.shape == (*g.shape[:-1], weight.shape[1]) if dw else dx)
+        and covers(g, x, weight)  # (and not inside a torch.compile: there the two products are traced)
         and _tuned()
     ):
-        return NotImplemented
-    if dw and x is None:
         return NotImplemented
     rows, x_rows = _rows(g), _rows(x) if dw else None
     (M, N), K = rows.shape, weight.shape[1]

@@ -636,9 +636,9 @@ class PackedAttention(Function):
     (..., L, H, E), flash-attn's `flash_attn_qkvpacked_func` layout with the argument names
     of torch's scaled_dot_product_attention. The same kernels as ScaledDotProductAttention,
     on views of qkv; the grad comes back laid out as qkv (the C kernel writes q's, k's and
-    v's grads as slices of one buffer). One op where splitting the heads and joining them
-    again would take five (unflatten, permute, unbind; transpose, reshape), each a node to
-    record and to run backward."""
+    v's grads as slices of one buffer). A layer then records it between an unflatten and a
+    flatten, where the unpacked op needs three more ops around it (permute, unbind;
+    transpose), each a node to record and to run backward."""
 
     autocast = "low"
 
