@@ -28,7 +28,7 @@ from tinygraph.native import layer_norm as native_layer_norm
 from tinygraph.native import matmul as native_matmul
 from tinygraph.ops import elementwise as E
 from tinygraph.ops import nn as N
-from tinygraph.tensor import stacked_view
+from tinygraph.tensor import packed_heads, stacked_view
 from tinygraph.testing import use_composites
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,9 +181,13 @@ def split_heads_attention(qkv):
     return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
 
 
+def packed_attention(qkv):
+    return F.attention_qkvpacked(qkv, is_causal=True)
+
+
 @pytest.mark.parametrize(
     "attention",
-    [split_heads_attention, lambda qkv: F.attention_qkvpacked(qkv, is_causal=True)],
+    [split_heads_attention, packed_attention],
     ids=["split by three ops", "packed"],
 )
 def test_the_heads_of_a_projection_get_their_grads_in_one_buffer_without_a_copy(attention, threads, monkeypatch):
@@ -598,13 +602,18 @@ def test_inside_a_torch_compile_the_linear_products_enter_as_one_custom_op_each(
     torch.testing.assert_close(native_matmul.traced_product(a, b, None), a @ b)  # torch's product
 
 
-def test_inside_a_torch_compile_attention_enters_as_two_custom_ops(built):
+@pytest.mark.parametrize(
+    "attention, backward",
+    [(split_heads_attention, "attention_backward"), (packed_attention, "attention_backward_packed")],
+    ids=["split by three ops", "packed"],
+)
+def test_inside_a_torch_compile_attention_enters_as_two_custom_ops(attention, backward, built):
     torch.manual_seed(0)
     B, T, H, E = 2, 33, 4, 16
     w = tg.randn(3 * H * E, H * E, requires_grad=True)
 
     def step(x):
-        y = F.attention_qkvpacked(F.linear(tg.Tensor(x), w).unflatten(-1, (3, H, E)), is_causal=True)
+        y = attention(F.linear(tg.Tensor(x), w).unflatten(-1, (3, H, E)))
         (y * y).sum().backward()
         grad, w.grad = w.grad.data, None
         return y.data, grad
@@ -617,9 +626,15 @@ def test_inside_a_torch_compile_attention_enters_as_two_custom_ops(built):
     (graph,) = inductor.graphs
     calls = [node.target for node in graph.graph.nodes]
     assert torch.ops.tinygraph.attention_forward.default in calls
-    assert torch.ops.tinygraph.attention_backward.default in calls
+    assert getattr(torch.ops.tinygraph, backward).default in calls
+    assert (torch.stack in calls) == (attention is split_heads_attention)  # the packed grad: the kernel's one buffer
     for a, b in zip(compiled, step(x)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_attention_custom_ops_pass_opcheck_and_fall_back_to_the_formulas(built):
+    torch.manual_seed(0)
+    B, T, H, E = 2, 33, 4, 16
     q, k, v = (torch.randn(B, H, T, E) for _ in range(3))
     torch.library.opcheck(native_attention.traced_forward, (q, k, v, True, 0.25))
     out, lse = native_attention.traced_forward(q, k, v, True, 0.25)
@@ -639,6 +654,28 @@ def test_inside_a_torch_compile_attention_enters_as_two_custom_ops(built):
     args = (g, q, k, v, out, lse, None, None, True, 0.25, 0.0, False)
     for a, b in zip(native_attention.traced_backward(*args[:6], True, 0.25), N.attention_backward.formula(*args)):
         torch.testing.assert_close(a, b, equal_nan=True)
+
+
+def test_the_packed_attention_custom_op_passes_opcheck_and_falls_back_to_the_formula(built):
+    torch.manual_seed(0)
+    qkv, g = torch.randn(2, 33, 3, 4, 16), torch.randn(2, 4, 33, 16)
+    q, k, v = packed_heads(qkv)
+    out, lse = native_attention.traced_forward(q, k, v, True, 0.25)
+    for kept in (lse, None):
+        torch.library.opcheck(native_attention.traced_backward_packed, (g, q, k, v, out, kept, True, 0.25))
+        torch.testing.assert_close(
+            native_attention.traced_backward_packed(g, q, k, v, out, kept, True, 0.25),
+            N.attention_backward_packed.formula(g, q, k, v, out, None, True, 0.25),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    qkv[0, 5, 0, 1, 3] = float("nan")  # where the kernel declines when it runs: the formula's grad
+    out, lse = native_attention.traced_forward(q, k, v, True, 0.25)
+    torch.testing.assert_close(
+        native_attention.traced_backward_packed(g, q, k, v, out, lse, True, 0.25),
+        N.attention_backward_packed.formula(g, q, k, v, out, None, True, 0.25),
+        equal_nan=True,
+    )
 
 
 def test_a_linear_on_the_product_kernel_is_differentiated_twice_by_its_formula(products, monkeypatch):

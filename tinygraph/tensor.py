@@ -121,6 +121,11 @@ def overlaps(shape: Any, strides: Any) -> bool:
     return False
 
 
+def packed_heads(qkv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """q, k and v (..., H, L, E) as views of qkv (..., L, 3, H, E), flash-attn's packed heads."""
+    return tuple(t.transpose(-3, -2) for t in qkv.unbind(-3))
+
+
 def unwrap(value: Any) -> Any:
     """Tensors (also inside tuples and lists) as their torch data; anything else as it is."""
     if isinstance(value, Tensor):

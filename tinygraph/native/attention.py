@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from ..tensor import empty_in_order, joinable_empty, memory_order, stacked_view
+from ..tensor import empty_in_order, joinable_empty, memory_order, packed_heads, stacked_view
 from . import covers, function, library, pointer, settings, threads
 
 # the kernels' arguments: the tensors' data, the logsumexps and the strides; B, H, L, S, E, Ev; scale, causal, threads
@@ -51,19 +51,41 @@ def attention_backward(g, q, k, v, out, lse, attn_mask, keep, is_causal, scale, 
         return NotImplemented
     if torch.compiler.is_compiling():
         return (*traced_backward(g, q, k, v, out, lse, is_causal, scale), None)
-    kernel = function("attention_backward_f32", *_BACKWARD, restype=ctypes.c_int)
-    if kernel is None:
-        return NotImplemented
     joint = stacked_view((q, k, v), 0)
     if joint is not None:  # q, k and v: slices of one projection; their grads are slices of one
         # buffer laid out as it, which unbind's backward joins for free
         grads = tuple(joinable_empty(joint.shape, memory_order(joint), q).unbind(0))
     else:
         grads = tuple(empty_in_order(t.shape, memory_order(t), t) for t in (q, k, v))  # as the heads lie
-    lse = lse.contiguous() if lse is not None and covers(lse) and lse.shape == q.shape[:-1] else None
-    status = _call(kernel, (q, k, v, out, g, *grads), lse, scale, is_causal)
     # an inf or a nan among the inputs: the formula's grads, whose nans fall where torch's do
-    return NotImplemented if status else (*grads, None)
+    return (*grads, None) if _backward(grads, g, q, k, v, out, lse, is_causal, scale) else NotImplemented
+
+
+def attention_backward_packed(g, q, k, v, out, lse, is_causal, scale):
+    """The grad of qkv (..., L, 3, H, E), whose views are the heads q, k and v (..., H, L, E),
+    as the formula's arguments: the kernel writes q's, k's and v's grads as its slices."""
+    if not _fits(q, k, v, g, out) or q.ndim < 3:
+        return NotImplemented
+    if torch.compiler.is_compiling():
+        return traced_backward_packed(g, q, k, v, out, lse, is_causal, scale)
+    packed = _packed_grad(q)
+    return packed if _backward(packed_heads(packed), g, q, k, v, out, lse, is_causal, scale) else NotImplemented
+
+
+def _backward(grads, g, q, k, v, out, lse, is_causal, scale):
+    """Whether the C backward wrote q's, k's and v's grads into `grads` (not: no library, or an
+    input not finite)."""
+    kernel = function("attention_backward_f32", *_BACKWARD, restype=ctypes.c_int)
+    if kernel is None:
+        return False
+    lse = lse.contiguous() if lse is not None and covers(lse) and lse.shape == q.shape[:-1] else None
+    return not _call(kernel, (q, k, v, out, g, *grads), lse, scale, is_causal)
+
+
+def _packed_grad(q):
+    """An empty grad for qkv (..., L, 3, H, E), given its heads' q (..., H, L, E)."""
+    *lead, H, L, E = q.shape
+    return q.new_empty(*lead, L, 3, H, E)
 
 
 def _call(kernel, tensors, lse, scale, is_causal):
@@ -145,9 +167,7 @@ def traced_backward(
     own: a custom op's outputs share no memory); where it declines after all (an input not
     finite), the formula's grads."""
     grads = tuple(t.new_empty(t.shape) for t in (q, k, v))  # (contiguous: as the fake's, whatever q's strides)
-    kernel = function("attention_backward_f32", *_BACKWARD, restype=ctypes.c_int) if _fits(q, k, v, g, out) else None
-    lse = lse.contiguous() if lse is not None and covers(lse) and lse.shape == q.shape[:-1] else None
-    if kernel is not None and not _call(kernel, (q, k, v, out, g, *grads), lse, scale, is_causal):
+    if _fits(q, k, v, g, out) and _backward(grads, g, q, k, v, out, lse, is_causal, scale):
         return grads
     from ..ops.nn import attention_backward as formula  # (the ops import this module)
 
@@ -159,6 +179,26 @@ def traced_backward(
 @traced_backward.register_fake
 def _(g, q, k, v, out, lse, is_causal, scale):
     return tuple(t.new_empty(t.shape) for t in (q, k, v))
+
+
+@torch.library.custom_op("tinygraph::attention_backward_packed", mutates_args=())
+def traced_backward_packed(
+    g: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor | None,
+    is_causal: bool, scale: float,
+) -> torch.Tensor:  # fmt: skip
+    """`traced_backward` returning the one grad of the heads' qkv (..., L, 3, H, E), as the C
+    backward writes it: compiled code then stacks no three grads (a copy) to make it."""
+    packed = _packed_grad(q)
+    if _fits(q, k, v, g, out) and _backward(packed_heads(packed), g, q, k, v, out, lse, is_causal, scale):
+        return packed
+    from ..ops.nn import attention_backward_packed as formula
+
+    return formula.formula(g, q, k, v, out, None, is_causal, scale)
+
+
+@traced_backward_packed.register_fake
+def _(g, q, k, v, out, lse, is_causal, scale):
+    return _packed_grad(q)
 
 
 def _laid_out(q, v):

@@ -21,7 +21,7 @@ from ..native import attention as native_attention
 from ..native import cross_entropy as native_cross_entropy
 from ..native import layer_norm as native_layer_norm
 from ..native import matmul, preferred
-from ..tensor import Tensor, joinable, require_one_dtype, stacked_view, unwrap
+from ..tensor import Tensor, packed_heads, require_one_dtype, unwrap
 from .reduce import normalize_dims
 from .shape import Stack
 
@@ -621,13 +621,8 @@ def _attend_backward(ctx, g, needs_mask_grad):
     return attention_backward(g, q, k, v, out, lse, attn_mask, keep, *options)
 
 
-def _packed_heads(qkv):
-    """q, k and v (..., H, L, E) as views of qkv (..., L, 3, H, E)."""
-    return tuple(t.transpose(-3, -2) for t in qkv.unbind(-3))
-
-
 def attention_qkvpacked_composite(qkv, *, is_causal=False, scale=None):
-    return attention_composite(*_packed_heads(qkv), is_causal=is_causal, scale=scale).transpose(-3, -2)
+    return attention_composite(*packed_heads(qkv), is_causal=is_causal, scale=scale).transpose(-3, -2)
 
 
 @register("F.attention_qkvpacked")
@@ -652,20 +647,27 @@ class PackedAttention(Function):
                 "unflatten a QKV projection's last dim into (3, heads, head width) first."
             )
         if dropout_p:  # its weights' mask is drawn by the unpacked op
-            q, k, v = _packed_heads(qkv)
+            q, k, v = packed_heads(qkv)
             out = scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
             return out.transpose(-3, -2)
         return PackedAttention.apply(qkv, is_causal=is_causal, scale=scale)
 
     @staticmethod
     def forward(ctx, qkv, *, is_causal=False, scale=None):
-        return _attend(ctx, *_packed_heads(qkv), None, 0.0, is_causal, scale).transpose(-3, -2)
+        return _attend(ctx, *packed_heads(qkv), None, 0.0, is_causal, scale).transpose(-3, -2)
 
     @staticmethod
     def backward(ctx, g):
-        grads = [t.transpose(-3, -2) for t in _attend_backward(ctx, g.transpose(-3, -2), False)[:3]]
-        joined = stacked_view(grads, -3) if joinable(grads[0]) else None  # (the buffer is theirs alone)
-        return joined if joined is not None else torch.stack(grads, -3)
+        g = g.transpose(-3, -2)
+        if ctx.kernel:  # (Triton's)
+            return _packed(_attend_backward(ctx, g, False)[:3])
+        q, k, v, _, out, lse, _ = ctx.saved_tensors
+        return attention_backward_packed(g, q, k, v, out, lse, ctx.is_causal, ctx.scale)
+
+
+def _packed(grads):
+    """The grad of qkv (..., L, 3, H, E) from q's, k's and v's (..., H, L, E) (a copy)."""
+    return torch.stack([t.transpose(-3, -2) for t in grads], -3)
 
 
 @preferred(native_attention.attention_forward)
@@ -695,6 +697,13 @@ def attention_backward(g, q, k, v, out, lse, attn_mask, keep, is_causal, scale, 
     g_mask = gs.clone() if needs_mask_grad else None  # the mask is added after scaling
     gs.mul_(scale)
     return gs @ k, gs.mT @ q, gv, g_mask
+
+
+@preferred(native_attention.attention_backward_packed)
+def attention_backward_packed(g, q, k, v, out, lse, is_causal, scale):
+    """The grad of qkv (..., L, 3, H, E), whose views are the heads q, k and v (..., H, L, E):
+    `attention_backward`'s three, stacked. (The C kernel writes them as slices of one.)"""
+    return _packed(attention_backward.formula(g, q, k, v, out, lse, None, None, is_causal, scale, 0.0, False)[:3])
 
 
 def _attention_kernel_fits(q, k, v, attn_mask, dropout_p, needs_input_grad):
