@@ -463,6 +463,7 @@ LINEAR = {  # x, weight and bias as the layer's forward and its backward's grad 
     "tied weight": (torch.randn(30, 32), torch.randn(32, 16).T, None),
     "overlapping weight rows": (torch.randn(30, 32), torch.randn(16 + 31).unfold(0, 32, 1), None),
     "edge blocks and chunks": (torch.randn(37, 1100), torch.randn(45, 1100), torch.randn(45)),  # not whole blocks
+    "rows in uneven chunks": (torch.randn(130, 40), torch.randn(70, 40), torch.randn(70)),  # 48, 48 and 34 rows
     "one column": (torch.randn(9, 7), torch.randn(1, 7), None),
     "inf and nan": (
         torch.tensor([[1.0] * 31 + [float("inf")], [float("nan")] + [1.0] * 31]),

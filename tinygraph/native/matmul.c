@@ -29,8 +29,8 @@
 #define TUNED 0
 #endif
 #define KC 512 /* a chunk of the summed dimension: R x KC of a and KC x W of b stay in cache */
-#define MC (8 * R) /* rows a thread takes in turn over every block of columns (their chunk of a stays in
-                     cache): whole blocks of R, or two chunks would share a block's rows */
+#define MC (8 * R) /* at most, rows a thread takes in turn over every block of columns (their chunk of a
+                     stays in cache): whole blocks of R, or two chunks would share a block's rows */
 
 typedef struct {
     const float *a, *b, *bias;
@@ -69,14 +69,19 @@ static inline void block(const product *x, int64_t i0, int64_t bj, int64_t p0, i
     }
 }
 
-/* b's columns in blocks of W, each block's K rows one after another (zeros past N). */
+/* b's columns in blocks of W, each block's K rows one after another (zeros past N). A block's
+ * rows are written in turn, each gathered from W rows of weight (b = weight^T) read side by
+ * side: reading each row of weight through instead wrote a cache line of the block per float. */
 static void copy_in_blocks(const float *b, int64_t sb0, int64_t sb1, int64_t K, int64_t N, float *to) {
     #pragma omp for schedule(static)
     for (int64_t bj = 0; bj < (N + W - 1) / W; bj++) {
-        float *panel = to + bj * K * W;
-        int64_t j0 = bj * W;
-        for (int64_t j = 0; j < W; j++) /* (down a column: weight^T's columns are weight's rows) */
-            for (int64_t p = 0; p < K; p++) panel[p * W + j] = j0 + j < N ? b[p * sb0 + (j0 + j) * sb1] : 0.0f;
+        int64_t j0 = bj * W, cols = N - j0 < W ? N - j0 : W;
+        for (int64_t p = 0; p < K; p++) {
+            const float *from = b + p * sb0 + j0 * sb1;
+            float *row = to + bj * K * W + p * W;
+            for (int64_t j = 0; j < cols; j++) row[j] = from[j * sb1];
+            for (int64_t j = cols; j < W; j++) row[j] = 0.0f;
+        }
     }
 }
 
@@ -93,17 +98,28 @@ int matmul_f32(const float *a, int64_t sa0, int64_t sa1, const float *b, int64_t
         if (!copy) return 1;
     }
     product x = {a, copy ? copy : b, bias, c, sa0, sa1, copy ? K * W : W, copy ? W : sb0, sbias, M, N, K};
+    /* chunks of rows alike (65 rows: 40 and 25, not 64 and 1) */
     int64_t chunks = (M + MC - 1) / MC, blocks = (N + W - 1) / W;
+    int64_t rows = ((M + chunks - 1) / chunks + R - 1) / R * R;
+    chunks = (M + rows - 1) / rows;
+    /* A thread's share of the (chunk, block) pairs runs along the blocks of columns for each
+     * chunk in turn, so that its chunk of a stays in cache; but with no more chunks than threads
+     * (a product of few rows: generating one sequence, say) that would leave threads idle or
+     * uneven, and each would read blocks of b that another copied: then a thread takes all the
+     * rows of its share of the blocks (the very blocks it copied). */
+    int by_columns = chunks <= threads;
+    int64_t pairs = chunks * blocks;
     #pragma omp parallel num_threads(threads)
     {
         if (copy) copy_in_blocks(b, sb0, sb1, K, N, copy); /* (its loop ends in a barrier) */
         for (int64_t p0 = 0;; p0 += KC) {
             int64_t p1 = p0 + KC < K ? p0 + KC : K;
             /* no barrier between chunks: a static schedule gives each thread the same blocks */
-            #pragma omp for schedule(static) collapse(2) nowait
-            for (int64_t ci = 0; ci < chunks; ci++)
-                for (int64_t bj = 0; bj < blocks; bj++)
-                    for (int64_t i0 = ci * MC; i0 < M && i0 < (ci + 1) * MC; i0 += R) block(&x, i0, bj, p0, p1);
+            #pragma omp for schedule(static) nowait
+            for (int64_t t = 0; t < pairs; t++) {
+                int64_t ci = by_columns ? t % chunks : t / blocks, bj = by_columns ? t / chunks : t % blocks;
+                for (int64_t i0 = ci * rows; i0 < M && i0 < (ci + 1) * rows; i0 += R) block(&x, i0, bj, p0, p1);
+            }
             if (p1 >= K) break;
         }
     }
