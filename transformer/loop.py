@@ -154,7 +154,7 @@ def update(t: Trainer) -> None:
 def compiles_update(t: Trainer) -> bool:
     """Whether --compile compiles the update too: on CUDA, where it joins the step's CUDA graph.
     On the CPU the update runs eagerly, in torch's fused Adam kernel, which was faster than
-    inductor's loops for the formula (the baby step 0.955x -> 0.944x of torch.compile's,
+    inductor's loops for the formula (the baby step 0.950-0.963x -> 0.940-0.948x of torch.compile's,
     docs/performance.md)."""
     return t.run.compile and t.device.type == "cuda"
 
