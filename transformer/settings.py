@@ -114,8 +114,9 @@ class RunSettings(CommandSettings):
     )
     compile: bool = setting(
         False,
-        "the fast path: compile the whole training step with torch.compile (on CUDA also a CUDA graph); "
-        "the first steps are slow while it compiles",
+        "the fast path: compile the training step with torch.compile (on CUDA with the update, in a CUDA "
+        "graph; on the CPU the update runs torch's fused Adam kernel as it is); the first steps are slow while "
+        "it compiles",
     )
     dist_backend: Literal["auto", "nccl", "gloo"] = setting(
         "auto", "under torchrun: torch.distributed's backend (auto: nccl on CUDA GPUs, gloo on CPUs)"
