@@ -106,7 +106,7 @@ int matmul_f32(const float *a, int64_t sa0, int64_t sa1, const float *b, int64_t
      * chunk in turn, so that its chunk of a stays in cache; but with no more chunks than threads
      * (a product of few rows: generating one sequence, say) that would leave threads idle or
      * uneven, and each would read blocks of b that another copied: then a thread takes all the
-     * rows of its share of the blocks (the very blocks it copied). */
+     * rows of its share of the blocks (mostly the blocks it copied). */
     int by_columns = chunks <= threads;
     int64_t pairs = chunks * blocks;
     #pragma omp parallel num_threads(threads)
