@@ -323,6 +323,7 @@ def _spy(monkeypatch):
         N.layer_norm_backward,
         N.attention_forward,
         N.attention_backward,
+        N.attention_backward_packed,
         N.linear_product,
         N.linear_weight_grad,
         N.linear_grads,
