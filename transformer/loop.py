@@ -160,9 +160,9 @@ def compiles_update(t: Trainer) -> bool:
 
 
 def clear_grads(t: Trainer) -> None:
-    """Drop the grads for the next step. A compiled update keeps their tensors (zeroed in
-    place): it guards on the grads it reads, and new ones every step made it compile again
-    every step, until dynamo gave up after 8 and ran it eagerly."""
+    """Clear the grads for the next step: drop them, or zero them in place where the update is
+    compiled. A compiled update guards on the grads it reads, and new ones every step made it
+    compile again every step, until dynamo gave up after 8 and ran it eagerly."""
     t.optimizer.zero_grad(set_to_none=not compiles_update(t))
 
 

@@ -57,7 +57,8 @@ def attention_backward(g, q, k, v, out, lse, attn_mask, keep, is_causal, scale, 
         grads = tuple(joinable_empty(joint.shape, memory_order(joint), q).unbind(0))
     else:
         grads = tuple(empty_in_order(t.shape, memory_order(t), t) for t in (q, k, v))  # as the heads lie
-    # an inf or a nan among the inputs: the formula's grads (nan in more places than torch's, whose kernel skips masked blocks)
+    # an inf or a nan among the inputs: the formula's grads (nans in more places than torch's,
+    # whose kernel skips the masked blocks)
     return (*grads, None) if _backward(grads, g, q, k, v, out, lse, is_causal, scale) else NotImplemented
 
 
