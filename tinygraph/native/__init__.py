@@ -138,3 +138,25 @@ def reset() -> None:
     """Forget the loaded library and its functions: the next covered call builds or loads it again."""
     library.cache_clear()
     function.cache_clear()
+
+
+# the operators compiled code calls, tinygraph::*: kept alive here (dropping it would drop them)
+_OPERATORS = torch.library.Library("tinygraph", "FRAGMENT")
+
+
+def operator(schema: str, fake: Callable) -> Callable[[Callable], Any]:
+    """Decorator: the function as the operator `tinygraph::<schema>`, which compiled code calls
+    like any of torch's (a tracer cannot follow a ctypes call); returns the operator, which
+    eager code may call too. `fake` makes outputs of the right shapes for the tracer. Made with
+    torch.library's low-level API: its dispatch costs about 3 us a call, where
+    `torch.library.custom_op`'s cost about 8, and a compiled baby step makes 56 such calls
+    (docs/performance.md)."""
+    name = schema.split("(", 1)[0]
+
+    def register(fn: Callable) -> Any:
+        _OPERATORS.define(schema)
+        _OPERATORS.impl(name, fn, "CompositeExplicitAutograd")
+        torch.library.register_fake(f"tinygraph::{name}", fake, lib=_OPERATORS)
+        return getattr(torch.ops.tinygraph, name).default
+
+    return register

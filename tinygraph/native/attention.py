@@ -1,9 +1,10 @@
 """Attention's forward and backward, each as one C loop per head (attention.c); the formulas
-are tinygraph.ops.nn.attention_forward and attention_backward.
+are tinygraph.ops.nn.attention_forward, attention_backward and attention_backward_packed.
 
 Like the linear layer's loop (matmul.py) they also run inside a torch.compile (the compiled
-training step), where they enter the graph as two custom ops, `tinygraph::attention_forward`
-and `tinygraph::attention_backward`, which the compiled code calls like any of torch's. A
+training step), where they enter the graph as custom ops (`native.operator`),
+`tinygraph::attention_forward` and `tinygraph::attention_backward` (or `_packed`, for
+heads packed as a QKV projection makes them), which the compiled code calls like any of torch's. A
 tracer can see the tensors' dtype, device and shapes, not the library: where a kernel then
 does not cover a call after all (no library, a head width not in whole blocks, an input not
 finite), its op runs torch's attention or the formula itself.
@@ -18,7 +19,7 @@ import math
 import torch
 
 from ..tensor import empty_in_order, joinable_empty, memory_order, packed_heads, stacked_view
-from . import covers, function, library, pointer, settings, threads
+from . import covers, function, library, operator, pointer, settings, threads
 
 # the kernels' arguments: the tensors' data, the logsumexps and the strides; B, H, L, S, E, Ev; scale, causal, threads
 _SIZES = (*[ctypes.c_int64] * 6, ctypes.c_float, ctypes.c_int, ctypes.c_int)
@@ -138,10 +139,14 @@ def _block(lib: ctypes.CDLL) -> int:
     return ctypes.c_int.in_dll(lib, "attention_block").value
 
 
-@torch.library.custom_op("tinygraph::attention_forward", mutates_args=())
-def traced_forward(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _fake_forward(q, k, v, is_causal, scale):
+    return _laid_out(q, v), q.new_empty(q.shape[:-1])
+
+
+@operator(
+    "attention_forward(Tensor q, Tensor k, Tensor v, bool is_causal, float scale) -> (Tensor, Tensor)", _fake_forward
+)
+def traced_forward(q, k, v, is_causal, scale):
     """The C forward as one opaque op that compiled code calls; where it declines after all (an
     input not finite), torch's attention and the logsumexps found from the scores."""
     result = attention_forward(q, k, v, None, is_causal, scale)
@@ -154,18 +159,17 @@ def traced_forward(
     return _laid_out(q, v).copy_(out), scores.logsumexp(-1)
 
 
-@traced_forward.register_fake
-def _(q, k, v, is_causal, scale):
-    return _laid_out(q, v), q.new_empty(q.shape[:-1])
+_BACKWARD_ARGS = "Tensor g, Tensor q, Tensor k, Tensor v, Tensor out, Tensor? lse, bool is_causal, float scale"
 
 
-@torch.library.custom_op("tinygraph::attention_backward", mutates_args=())
-def traced_backward(
-    g: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor | None,
-    is_causal: bool, scale: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _fake_backward(g, q, k, v, out, lse, is_causal, scale):
+    return tuple(t.new_empty(t.shape) for t in (q, k, v))
+
+
+@operator(f"attention_backward({_BACKWARD_ARGS}) -> (Tensor, Tensor, Tensor)", _fake_backward)
+def traced_backward(g, q, k, v, out, lse, is_causal, scale):
     """The C backward as one opaque op that compiled code calls (its grads in buffers of their
-    own: a custom op's outputs share no memory); where it declines after all (an input not
+    own: an operator's outputs share no memory); where it declines after all (an input not
     finite), the formula's grads."""
     grads = tuple(t.new_empty(t.shape) for t in (q, k, v))  # (contiguous: as the fake's, whatever q's strides)
     if _fits(q, k, v, g, out) and _backward(grads, g, q, k, v, out, lse, is_causal, scale):
@@ -177,16 +181,12 @@ def traced_backward(
     )
 
 
-@traced_backward.register_fake
-def _(g, q, k, v, out, lse, is_causal, scale):
-    return tuple(t.new_empty(t.shape) for t in (q, k, v))
+def _fake_backward_packed(g, q, k, v, out, lse, is_causal, scale):
+    return _packed_grad(q)
 
 
-@torch.library.custom_op("tinygraph::attention_backward_packed", mutates_args=())
-def traced_backward_packed(
-    g: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor | None,
-    is_causal: bool, scale: float,
-) -> torch.Tensor:  # fmt: skip
+@operator(f"attention_backward_packed({_BACKWARD_ARGS}) -> Tensor", _fake_backward_packed)
+def traced_backward_packed(g, q, k, v, out, lse, is_causal, scale):
     """`traced_backward` returning the one grad of the heads' qkv (..., L, 3, H, E), as the C
     backward writes it: compiled code then stacks no three grads (a copy) to make it."""
     packed = _packed_grad(q)
@@ -195,11 +195,6 @@ def traced_backward_packed(
     from ..ops.nn import attention_backward_packed as formula
 
     return formula.formula(g, q, k, v, out, None, is_causal, scale)
-
-
-@traced_backward_packed.register_fake
-def _(g, q, k, v, out, lse, is_causal, scale):
-    return _packed_grad(q)
 
 
 def _laid_out(q, v):

@@ -22,7 +22,7 @@ import functools
 
 import torch
 
-from . import covers, function, library, pointer, settings
+from . import covers, function, library, operator, pointer, settings
 
 # whether torch found AVX-512 here: what a tracer can read, where it cannot ask the library
 # whether it was built for AVX-512 (`_tuned`; the custom op asks that when it runs). The two
@@ -137,8 +137,15 @@ def _product(a, b, bias=None):
     return out
 
 
-@torch.library.custom_op("tinygraph::matmul", mutates_args=())
-def traced_product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _fake_product(a, b, bias):
+    torch._check(
+        _fits(a, b, bias), lambda: "tinygraph::matmul takes a (M, K) @ (K, N) product and a bias of shape (N,)."
+    )
+    return a.new_empty(a.shape[0], b.shape[1])
+
+
+@operator("matmul(Tensor a, Tensor b, Tensor? bias) -> Tensor", _fake_product)
+def traced_product(a, b, bias):
     """The C loop as one opaque op that compiled code calls (its tracer cannot follow ctypes);
     torch's product, with its checks and errors, where the loop does not cover the call after
     all. tinygraph's own op: no torch.autograd formula (tinygraph hands it no tensor that
@@ -146,14 +153,6 @@ def traced_product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) 
     if _fits(a, b, bias) and covers(a, b, bias) and _tuned():
         return _product(a, b, bias)
     return a @ b if bias is None else torch.addmm(bias, a, b)
-
-
-@traced_product.register_fake
-def _(a, b, bias):
-    torch._check(
-        _fits(a, b, bias), lambda: "tinygraph::matmul takes a (M, K) @ (K, N) product and a bias of shape (N,)."
-    )
-    return a.new_empty(a.shape[0], b.shape[1])
 
 
 def _fits(a, b, bias):
