@@ -21,7 +21,9 @@ A formula takes its kernel with `@preferred(kernel)`: the kernel, a Python funct
 formula's own arguments, runs where it covers the call and returns NotImplemented where it
 does not (another device or dtype, inside a torch.compile, switched off, no compiler), and
 the formula runs instead. The formula stays the reference: the tests check each kernel
-against it, and the op against its composite, both ways.
+against it, and the op against its composite, both ways. Inside a torch.compile, whose tracer
+cannot follow a ctypes call, the matrix products and attention reach their kernels through
+operators (`@operator`: tinygraph::matmul, tinygraph::attention_*) that compiled code calls.
 
 Building: the first covered call compiles every .c file here into one shared library with
 the machine's C compiler, in about a third of a second, cached for later processes

@@ -163,6 +163,12 @@ _BACKWARD_ARGS = "Tensor g, Tensor q, Tensor k, Tensor v, Tensor out, Tensor? ls
 
 
 def _fake_backward(g, q, k, v, out, lse, is_causal, scale):
+    return _own_grads(q, k, v)
+
+
+def _own_grads(q, k, v):
+    """Empty grads for q, k and v, contiguous whatever their strides (an operator's outputs
+    share no memory)."""
     return tuple(t.new_empty(t.shape) for t in (q, k, v))
 
 
@@ -171,7 +177,7 @@ def traced_backward(g, q, k, v, out, lse, is_causal, scale):
     """The C backward as one opaque op that compiled code calls (its grads in buffers of their
     own: an operator's outputs share no memory); where it declines after all (an input not
     finite), the formula's grads."""
-    grads = tuple(t.new_empty(t.shape) for t in (q, k, v))  # (contiguous: as the fake's, whatever q's strides)
+    grads = _own_grads(q, k, v)
     if _fits(q, k, v, g, out) and _backward(grads, g, q, k, v, out, lse, is_causal, scale):
         return grads
     from ..ops.nn import attention_backward as formula  # (the ops import this module)
